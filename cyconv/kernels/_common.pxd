@@ -1,0 +1,18 @@
+# Small inline helpers shared by the kernels (compiled into each module that cimports them).
+
+
+cdef inline Py_ssize_t first_inside(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
+    """Smallest output index o >= 0 with o * stride + offset >= 0."""
+    if offset >= 0:
+        return 0
+    return (-offset + stride - 1) // stride
+
+
+cdef inline Py_ssize_t stop_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
+                                   Py_ssize_t out_size) noexcept nogil:
+    """One past the largest output index o < out_size with o * stride + offset < size."""
+    cdef Py_ssize_t last = size - 1 - offset
+    if last < 0:
+        return 0
+    last = last // stride + 1
+    return last if last < out_size else out_size

@@ -1,0 +1,112 @@
+"""Max, average and adaptive average pooling on NumPy arrays with the compiled kernels.
+
+Same signatures as ``cyconv.reference``. Arguments are checked here, once, by
+``cyconv.geometry``; the Cython loops (``_pool.pyx``) trust them. The kernels see every
+(N, C, H, W) array as N*C independent planes (N*C, H, W) and run over planes in parallel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import geometry as geo
+from . import _pool
+from .threads import get_num_threads
+
+__all__ = ["max_pool2d", "max_pool2d_grad_input", "avg_pool2d", "avg_pool2d_grad_input",
+           "adaptive_avg_pool2d", "adaptive_avg_pool2d_grad_input"]
+
+
+def _planes(array: np.ndarray) -> np.ndarray:
+    """View (N, C, H, W) as (N*C, H, W)."""
+    n, c, h, w = array.shape
+    return array.reshape(n * c, h, w)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling: input (N, C, H, W) -> output (N, C, H_out, W_out).
+
+    With ``return_indices`` also returns the arg-max of each window as an int64 array of the
+    output's shape, holding flat positions ``h * W + w`` in the input plane (PyTorch's
+    convention); ``max_pool2d_grad_input`` takes it. Padding counts as -inf.
+    """
+    x = geo.as_float_array(input, "input", ndim=4)
+    g = geo.pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    y = np.empty(g.output_shape, x.dtype)
+    argmax = np.empty(g.output_shape, np.int64)
+    _pool.max_pool2d_forward(_planes(x), _planes(y), _planes(argmax), *g.kernel, *g.stride,
+                             *g.padding, *g.dilation, get_num_threads())
+    return (y, argmax) if return_indices else y
+
+
+def max_pool2d_grad_input(grad_output, indices, input_shape) -> np.ndarray:
+    """Gradient w.r.t. the input of max pooling: each output's gradient goes to its arg-max.
+
+    grad_output and indices (N, C, H_out, W_out) -> grad_input of ``input_shape``.
+    """
+    grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(grad_output, indices, input_shape)
+    n, c, h, w = input_shape
+    grad_x = np.zeros(input_shape, grad_y.dtype)
+    _pool.max_pool2d_backward(_planes(grad_y), _planes(indices), grad_x.reshape(n * c, h * w),
+                              get_num_threads())
+    return grad_x
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True) -> np.ndarray:
+    """Average pooling: input (N, C, H, W) -> output (N, C, H_out, W_out).
+
+    The divisor is PyTorch's: the window clipped to the padded input with
+    ``count_include_pad``, the window clipped to the input without.
+    """
+    x = geo.as_float_array(input, "input", ndim=4)
+    g = geo.pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    y = np.empty(g.output_shape, x.dtype)
+    _pool.avg_pool2d_forward(_planes(x), _planes(y), *g.kernel, *g.stride, *g.padding,
+                             bool(count_include_pad), get_num_threads())
+    return y
+
+
+def avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                          ceil_mode=False, count_include_pad=True) -> np.ndarray:
+    """Gradient w.r.t. the input of average pooling.
+
+    grad_output (N, C, H_out, W_out) -> grad_input of ``input_shape`` (N, C, H, W).
+    """
+    g = geo.pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode)
+    grad_y = geo.check_grad_output(grad_output, g.output_shape)
+    grad_x = np.zeros(g.input_shape, grad_y.dtype)
+    _pool.avg_pool2d_backward(_planes(grad_y), _planes(grad_x), *g.kernel, *g.stride, *g.padding,
+                              bool(count_include_pad), get_num_threads())
+    return grad_x
+
+
+def adaptive_avg_pool2d(input, output_size) -> np.ndarray:
+    """Adaptive average pooling to ``output_size`` (int, (h, w), None keeps a dimension).
+
+    input (N, C, H, W) -> (N, C, out_h, out_w); output i averages input rows
+    floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1, likewise for columns.
+    ``output_size=1`` is global average pooling.
+    """
+    x = geo.as_float_array(input, "input", ndim=4)
+    out_h, out_w = geo.adaptive_pool2d_geometry(x.shape, output_size)
+    y = np.empty(x.shape[:2] + (out_h, out_w), x.dtype)
+    _pool.adaptive_avg_pool2d_forward(_planes(x), _planes(y), get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_grad_input(grad_output, input_shape) -> np.ndarray:
+    """Gradient w.r.t. the input of adaptive average pooling.
+
+    grad_output (N, C, out_h, out_w) -> grad_input of ``input_shape`` (N, C, H, W).
+    """
+    grad_y = geo.as_float_array(grad_output, "grad_output", ndim=4)
+    input_shape = geo.check_shape(input_shape, "input_shape")
+    geo.adaptive_pool2d_geometry(input_shape, grad_y.shape[2:])
+    if grad_y.shape[:2] != input_shape[:2]:
+        raise ValueError(f"grad_output has (N, C) = {grad_y.shape[:2]} but input_shape has "
+                         f"{input_shape[:2]}")
+    grad_x = np.zeros(input_shape, grad_y.dtype)
+    _pool.adaptive_avg_pool2d_backward(_planes(grad_y), _planes(grad_x), get_num_threads())
+    return grad_x
