@@ -30,6 +30,18 @@ __all__ = [
     "as_float_array",
     "check_same_dtype",
     "check_shape",
+    "check_bool",
+    "check_grad_output",
+    "check_batch_channels",
+    "check_conv2d",
+    "check_conv2d_grad_input",
+    "check_conv2d_grad_weight",
+    "check_max_pool2d",
+    "check_max_pool2d_grad_input",
+    "check_avg_pool2d",
+    "check_avg_pool2d_grad_input",
+    "check_adaptive_avg_pool2d",
+    "check_adaptive_avg_pool2d_grad_input",
 ]
 
 
@@ -260,7 +272,8 @@ def pool2d_geometry(input_shape, kernel_size, stride=None, padding=0, dilation=1
     """Validate a max/avg pooling's arguments and compute its output size.
 
     ``stride`` defaults to ``kernel_size``. As in PyTorch, padding may be at most half the
-    kernel size, so that every window holds at least one input cell.
+    kernel size; without dilation every window then holds at least one input cell, with
+    dilation a window may miss the input entirely (max pooling gives -inf and index -1 there).
     """
     n, c, h, w = check_shape(input_shape, "input shape")
     if min(n, c, h, w) < 1:
@@ -300,67 +313,117 @@ def adaptive_pool2d_geometry(input_shape, output_size) -> tuple[int, int]:
 # the references start with these, so both refuse bad input in the same words.
 # ---------------------------------------------------------------------------------------
 
-def check_grad_output(grad_output, expected_shape, like: np.ndarray | None = None,
-                      like_name: str = "") -> np.ndarray:
-    """grad_output as a contiguous array of ``expected_shape`` (and of ``like``'s dtype)."""
-    grad_output = as_float_array(grad_output, "grad_output", ndim=len(expected_shape))
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool, or TypeError (numbers are not accepted as flags)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_grad_output(grad_output, expected_shape) -> np.ndarray:
+    """grad_output as a float array of exactly ``expected_shape`` (the forward's output)."""
+    grad_output = as_float_array(grad_output, "grad_output", ndim=4)
     if grad_output.shape != tuple(expected_shape):
-        raise ValueError(f"grad_output must have the output's shape {tuple(expected_shape)}, "
+        raise ValueError(f"grad_output must have the forward output's shape {tuple(expected_shape)}, "
                          f"got {grad_output.shape}")
-    if like is not None:
-        check_same_dtype(like_name, like, grad_output=grad_output)
     return grad_output
 
 
-def check_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def check_batch_channels(grad_output: np.ndarray, input_shape) -> None:
+    """grad_output (N, C, ...) must have the batch and channels of input_shape (N, C, ...)."""
+    if grad_output.shape[:2] != tuple(input_shape[:2]):
+        raise ValueError(f"grad_output must have the (batch, channels) {tuple(input_shape[:2])} of "
+                         f"input_shape {tuple(input_shape)}, got {grad_output.shape[:2]}")
+
+
+def check_conv2d(input, weight, bias, stride, padding, dilation, groups):
     """Check a forward convolution call; return ``(x, weight, bias, ConvGeometry)``."""
-    x = as_float_array(input, "input", ndim=4)
+    input = as_float_array(input, "input", ndim=4)
     weight = as_float_array(weight, "weight", ndim=4)
-    check_same_dtype("input", x, weight=weight)
-    geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     if bias is not None:
         bias = as_float_array(bias, "bias", ndim=1)
-        check_same_dtype("input", x, bias=bias)
-        if bias.shape[0] != geometry.out_channels:
-            raise ValueError(f"bias must have one value per output channel ({geometry.out_channels}), "
-                             f"got {bias.shape[0]}")
-    return x, weight, bias, geometry
+    check_same_dtype("input", input, weight=weight, bias=bias)
+    geo = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    if bias is not None and bias.shape != (geo.out_channels,):
+        raise ValueError(f"bias must have shape ({geo.out_channels},), one value per output channel "
+                         f"of the weight, got shape {bias.shape}")
+    return input, weight, bias, geo
 
 
-def check_conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dilation=1,
-                            groups=1):
-    """Check a convolution's input-gradient call; return ``(grad_output, weight, ConvGeometry)``."""
+def check_conv2d_grad_input(grad_output, weight, input_shape, stride, padding, dilation, groups):
+    """Check a convolution input-gradient call; return ``(grad_output, weight, ConvGeometry)``."""
     weight = as_float_array(weight, "weight", ndim=4)
-    geometry = conv2d_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
-    grad_output = check_grad_output(grad_output, geometry.output_shape, weight, "weight")
-    return grad_output, weight, geometry
+    input_shape = check_shape(input_shape, "input_shape")
+    geo = conv2d_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
+    grad_output = check_grad_output(grad_output, geo.output_shape)
+    check_same_dtype("grad_output", grad_output, weight=weight)
+    return grad_output, weight, geo
 
 
-def check_conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, dilation=1,
-                             groups=1):
-    """Check a convolution's weight-gradient call; return ``(grad_output, x, ConvGeometry)``."""
-    x = as_float_array(input, "input", ndim=4)
-    geometry = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
-    grad_output = check_grad_output(grad_output, geometry.output_shape, x, "input")
-    return grad_output, x, geometry
+def check_conv2d_grad_weight(grad_output, input, weight_shape, stride, padding, dilation, groups):
+    """Check a convolution weight-gradient call; return ``(grad_output, x, ConvGeometry)``."""
+    input = as_float_array(input, "input", ndim=4)
+    weight_shape = check_shape(weight_shape, "weight_shape")
+    geo = conv2d_geometry(input.shape, weight_shape, stride, padding, dilation, groups)
+    grad_output = check_grad_output(grad_output, geo.output_shape)
+    check_same_dtype("grad_output", grad_output, input=input)
+    return grad_output, input, geo
+
+
+def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    """Check a max-pooling call; return ``(x, PoolGeometry, return_indices)``."""
+    input = as_float_array(input, "input", ndim=4)
+    geo = pool2d_geometry(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return input, geo, check_bool(return_indices, "return_indices")
 
 
 def check_max_pool2d_grad_input(grad_output, indices, input_shape):
-    """Check a max-pooling backward call; return ``(grad_output, indices, input_shape)``."""
-    input_shape = check_shape(input_shape, "input_shape")
+    """Check a max-pooling backward call; return ``(grad_output, int64 indices, input_shape)``."""
     grad_output = as_float_array(grad_output, "grad_output", ndim=4)
-    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer numpy.ndarray, got "
-                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    input_shape = check_shape(input_shape, "input_shape")
+    check_batch_channels(grad_output, input_shape)
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a numpy.ndarray, got {type(indices).__name__}")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"indices must be an integer array (as returned by max_pool2d), "
+                        f"got dtype {indices.dtype}")
     if indices.shape != grad_output.shape:
         raise ValueError(f"indices must have grad_output's shape {grad_output.shape}, got {indices.shape}")
-    if grad_output.shape[:2] != input_shape[:2]:
-        raise ValueError(f"grad_output has (N, C) = {grad_output.shape[:2]} but input_shape has "
-                         f"{input_shape[:2]}")
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
     plane = input_shape[2] * input_shape[3]
     if indices.size and (indices.min() < -1 or indices.max() >= plane):
-        raise ValueError(f"indices must lie in [-1, {plane}) (flat positions in a "
-                         f"{input_shape[2]}x{input_shape[3]} plane), got values in "
+        raise ValueError(f"indices must lie in [-1, {plane}) for input planes of "
+                         f"{input_shape[2]}x{input_shape[3]}, got values in "
                          f"[{indices.min()}, {indices.max()}]")
-    return grad_output, indices, input_shape
+    return grad_output, np.ascontiguousarray(indices, dtype=np.int64), input_shape
+
+
+def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """Check an average-pooling call; return ``(x, PoolGeometry, count_include_pad)``."""
+    input = as_float_array(input, "input", ndim=4)
+    geo = pool2d_geometry(input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    return input, geo, check_bool(count_include_pad, "count_include_pad")
+
+
+def check_avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad):
+    """Check an average-pooling backward call; return ``(grad_output, PoolGeometry, count_include_pad)``."""
+    input_shape = check_shape(input_shape, "input_shape")
+    geo = pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode)
+    grad_output = check_grad_output(grad_output, geo.output_shape)
+    return grad_output, geo, check_bool(count_include_pad, "count_include_pad")
+
+
+def check_adaptive_avg_pool2d(input, output_size):
+    """Check an adaptive-pooling call; return ``(x, out_h, out_w)``."""
+    input = as_float_array(input, "input", ndim=4)
+    out_h, out_w = adaptive_pool2d_geometry(input.shape, output_size)
+    return input, out_h, out_w
+
+
+def check_adaptive_avg_pool2d_grad_input(grad_output, input_shape):
+    """Check an adaptive-pooling backward call; return ``(grad_output, input_shape, out_h, out_w)``."""
+    grad_output = as_float_array(grad_output, "grad_output", ndim=4)
+    input_shape = check_shape(input_shape, "input_shape")
+    check_batch_channels(grad_output, input_shape)
+    out_h, out_w = adaptive_pool2d_geometry(input_shape, grad_output.shape[2:])
+    return grad_output, input_shape, out_h, out_w

@@ -31,8 +31,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     output's shape, holding flat positions ``h * W + w`` in the input plane (PyTorch's
     convention); ``max_pool2d_grad_input`` takes it. Padding counts as -inf.
     """
-    x = geo.as_float_array(input, "input", ndim=4)
-    g = geo.pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    x, g, return_indices = geo.check_max_pool2d(input, kernel_size, stride, padding, dilation,
+                                                ceil_mode, return_indices)
     y = np.empty(g.output_shape, x.dtype)
     argmax = np.empty(g.output_shape, np.int64)
     _pool.max_pool2d_forward(_planes(x), _planes(y), _planes(argmax), *g.kernel, *g.stride,
@@ -45,7 +45,8 @@ def max_pool2d_grad_input(grad_output, indices, input_shape) -> np.ndarray:
 
     grad_output and indices (N, C, H_out, W_out) -> grad_input of ``input_shape``.
     """
-    grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(grad_output, indices, input_shape)
+    grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(grad_output, indices,
+                                                                   input_shape)
     n, c, h, w = input_shape
     grad_x = np.zeros(input_shape, grad_y.dtype)
     _pool.max_pool2d_backward(_planes(grad_y), _planes(indices), grad_x.reshape(n * c, h * w),
@@ -60,11 +61,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     The divisor is PyTorch's: the window clipped to the padded input with
     ``count_include_pad``, the window clipped to the input without.
     """
-    x = geo.as_float_array(input, "input", ndim=4)
-    g = geo.pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    x, g, count_include_pad = geo.check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode,
+                                                   count_include_pad)
     y = np.empty(g.output_shape, x.dtype)
     _pool.avg_pool2d_forward(_planes(x), _planes(y), *g.kernel, *g.stride, *g.padding,
-                             bool(count_include_pad), get_num_threads())
+                             count_include_pad, get_num_threads())
     return y
 
 
@@ -74,11 +75,11 @@ def avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride=None, pa
 
     grad_output (N, C, H_out, W_out) -> grad_input of ``input_shape`` (N, C, H, W).
     """
-    g = geo.pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode)
-    grad_y = geo.check_grad_output(grad_output, g.output_shape)
+    grad_y, g, count_include_pad = geo.check_avg_pool2d_grad_input(
+        grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad)
     grad_x = np.zeros(g.input_shape, grad_y.dtype)
     _pool.avg_pool2d_backward(_planes(grad_y), _planes(grad_x), *g.kernel, *g.stride, *g.padding,
-                              bool(count_include_pad), get_num_threads())
+                              count_include_pad, get_num_threads())
     return grad_x
 
 
@@ -89,8 +90,7 @@ def adaptive_avg_pool2d(input, output_size) -> np.ndarray:
     floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1, likewise for columns.
     ``output_size=1`` is global average pooling.
     """
-    x = geo.as_float_array(input, "input", ndim=4)
-    out_h, out_w = geo.adaptive_pool2d_geometry(x.shape, output_size)
+    x, out_h, out_w = geo.check_adaptive_avg_pool2d(input, output_size)
     y = np.empty(x.shape[:2] + (out_h, out_w), x.dtype)
     _pool.adaptive_avg_pool2d_forward(_planes(x), _planes(y), get_num_threads())
     return y
@@ -101,12 +101,7 @@ def adaptive_avg_pool2d_grad_input(grad_output, input_shape) -> np.ndarray:
 
     grad_output (N, C, out_h, out_w) -> grad_input of ``input_shape`` (N, C, H, W).
     """
-    grad_y = geo.as_float_array(grad_output, "grad_output", ndim=4)
-    input_shape = geo.check_shape(input_shape, "input_shape")
-    geo.adaptive_pool2d_geometry(input_shape, grad_y.shape[2:])
-    if grad_y.shape[:2] != input_shape[:2]:
-        raise ValueError(f"grad_output has (N, C) = {grad_y.shape[:2]} but input_shape has "
-                         f"{input_shape[:2]}")
+    grad_y, input_shape, _, _ = geo.check_adaptive_avg_pool2d_grad_input(grad_output, input_shape)
     grad_x = np.zeros(input_shape, grad_y.dtype)
     _pool.adaptive_avg_pool2d_backward(_planes(grad_y), _planes(grad_x), get_num_threads())
     return grad_x
