@@ -64,18 +64,26 @@ def pair(value, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
 
 
-def _positive_pair(value, name: str) -> tuple[int, int]:
+#: Largest stride, padding, dilation or size any argument may have: far beyond any real
+#: image, and small enough that no index computed from it overflows a C integer.
+MAX_SIZE = 2**31 - 1
+
+
+def _checked_pair(value, name: str, smallest: int, wanted: str) -> tuple[int, int]:
     result = pair(value, name)
-    if min(result) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+    if min(result) < smallest:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    if max(result) > MAX_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_SIZE}, got {value!r}")
     return result
+
+
+def _positive_pair(value, name: str) -> tuple[int, int]:
+    return _checked_pair(value, name, 1, "positive")
 
 
 def _non_negative_pair(value, name: str) -> tuple[int, int]:
-    result = pair(value, name)
-    if min(result) < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-    return result
+    return _checked_pair(value, name, 0, "non-negative")
 
 
 def output_size(size: int, kernel: int, stride: int = 1, padding=0, dilation: int = 1,

@@ -37,6 +37,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t out_per_group = C_out // groups
     cdef Py_ssize_t plane, n, co, c, ci, p, q, i, j, h, w0, i_lo, i_hi, j_lo, j_hi
     cdef floating tap
+    cdef floating* y_row
+    cdef const floating* x_row
 
     for plane in prange(N * C_out, nogil=True, schedule="static", num_threads=num_threads):
         n = plane // C_out
@@ -48,13 +50,19 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                 i_hi = stop_inside(p * dilation_h - pad_top, stride_h, H, H_out)
                 for q in range(kW):
                     tap = weight[co, c, p, q]
-                    j_lo = first_inside(q * dilation_w - pad_left, stride_w)
-                    j_hi = stop_inside(q * dilation_w - pad_left, stride_w, W, W_out)
+                    w0 = q * dilation_w - pad_left
+                    j_lo = first_inside(w0, stride_w)
+                    j_hi = stop_inside(w0, stride_w, W, W_out)
                     for i in range(i_lo, i_hi):
                         h = i * stride_h - pad_top + p * dilation_h
-                        w0 = q * dilation_w - pad_left
-                        for j in range(j_lo, j_hi):
-                            y[n, co, i, j] += tap * x[n, ci, h, j * stride_w + w0]
+                        y_row = &y[n, co, i, 0]
+                        x_row = &x[n, ci, h, 0]
+                        if stride_w == 1:  # the same loop; contiguous, so the compiler vectorises it
+                            for j in range(j_lo, j_hi):
+                                y_row[j] += tap * x_row[j + w0]
+                        else:
+                            for j in range(j_lo, j_hi):
+                                y_row[j] += tap * x_row[j * stride_w + w0]
 
 
 def conv2d_grad_input(const floating[:, :, :, ::1] grad_y, const floating[:, :, :, ::1] weight,
@@ -73,6 +81,8 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_y, const floating[:, :, 
     cdef Py_ssize_t out_per_group = C_out // groups
     cdef Py_ssize_t plane, n, co, c, ci, g, p, q, i, j, h, w0, i_lo, i_hi, j_lo, j_hi
     cdef floating tap
+    cdef floating* gx_row
+    cdef const floating* gy_row
 
     for plane in prange(N * C_in, nogil=True, schedule="static", num_threads=num_threads):
         n = plane // C_in
@@ -85,13 +95,19 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_y, const floating[:, :, 
                 i_hi = stop_inside(p * dilation_h - pad_top, stride_h, H, H_out)
                 for q in range(kW):
                     tap = weight[co, c, p, q]
-                    j_lo = first_inside(q * dilation_w - pad_left, stride_w)
-                    j_hi = stop_inside(q * dilation_w - pad_left, stride_w, W, W_out)
+                    w0 = q * dilation_w - pad_left
+                    j_lo = first_inside(w0, stride_w)
+                    j_hi = stop_inside(w0, stride_w, W, W_out)
                     for i in range(i_lo, i_hi):
                         h = i * stride_h - pad_top + p * dilation_h
-                        w0 = q * dilation_w - pad_left
-                        for j in range(j_lo, j_hi):
-                            grad_x[n, ci, h, j * stride_w + w0] += tap * grad_y[n, co, i, j]
+                        gx_row = &grad_x[n, ci, h, 0]
+                        gy_row = &grad_y[n, co, i, 0]
+                        if stride_w == 1:  # the same loop; contiguous, so the compiler vectorises it
+                            for j in range(j_lo, j_hi):
+                                gx_row[j + w0] += tap * gy_row[j]
+                        else:
+                            for j in range(j_lo, j_hi):
+                                gx_row[j * stride_w + w0] += tap * gy_row[j]
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] grad_y, const floating[:, :, :, ::1] x,

@@ -31,7 +31,7 @@ ALGORITHMS = ("auto", "direct", "im2col")
 
 #: Upper bound on the im2col workspace (bytes); the batch is processed in chunks of images
 #: whose columns fit in it (always at least one image).
-IM2COL_WORKSPACE_BYTES = 8 * 2**20
+IM2COL_WORKSPACE_BYTES = 16 * 2**20
 
 #: Below this many multiply-adds per output value (C_in/groups * kH * kW), "auto" picks the
 #: direct loops; the BLAS product does not pay for the im2col copy there.
@@ -63,12 +63,44 @@ def _chunks(g: geo.ConvGeometry, itemsize: int):
         yield start, min(size, g.batch - start)
 
 
-def _columns(x: np.ndarray, g: geo.ConvGeometry, start: int, count: int) -> np.ndarray:
+class _Workspace:
+    """Scratch matrices for the chunks of one call, allocated once and reused.
+
+    A fresh multi-megabyte array per chunk would be fresh memory from the OS each time,
+    and touching its pages for the first time costs about as much as the im2col copy.
+    """
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.buffers = {}
+
+    def matrix(self, name: str, rows: int, columns: int) -> np.ndarray:
+        """A C-contiguous (rows, columns) matrix; its contents are garbage."""
+        size = rows * columns
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self.buffers[name] = np.empty(size, self.dtype)
+        return buffer[:size].reshape(rows, columns)
+
+
+def _columns(x: np.ndarray, g: geo.ConvGeometry, start: int, count: int,
+             work: _Workspace) -> np.ndarray:
     """Columns (C_in*kH*kW, count*H_out*W_out) of images start .. start+count-1."""
-    cols = np.empty((g.in_channels * g.kernel_h * g.kernel_w, count * g.out_h * g.out_w), x.dtype)
+    cols = work.matrix("cols", g.in_channels * g.kernel_h * g.kernel_w, count * g.out_h * g.out_w)
     _im2col.im2col(x, cols, start, g.kernel_h, g.kernel_w, g.out_h, g.out_w, *_loop_args(g),
                    get_num_threads())
     return cols
+
+
+def _gradient_matrix(grad_planes: np.ndarray, start: int, count: int, threads: int,
+                     work: _Workspace) -> np.ndarray:
+    """grad_output of images start .. start+count-1 in the (C_out, count*H_out*W_out) layout."""
+    if count == 1:
+        return grad_planes[start]  # one image: its planes already are that matrix
+    n, channels, plane = grad_planes.shape
+    matrix = work.matrix("grad", channels, count * plane)
+    _im2col.nchw_to_gemm(grad_planes, matrix, start, threads)
+    return matrix
 
 
 def _group_rows(g: geo.ConvGeometry, group: int, per_group: int) -> slice:
@@ -98,13 +130,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     w_matrix = weight.reshape(g.out_channels, -1)
     in_rows, out_rows = w_matrix.shape[1], g.out_channels // g.groups
     bias_vector = bias if bias is not None else np.empty(0, x.dtype)
+    work = _Workspace(x.dtype)
     for start, count in _chunks(g, x.itemsize):
-        cols = _columns(x, g, start, count)
-        product = np.empty((g.out_channels, cols.shape[1]), x.dtype)
+        cols = _columns(x, g, start, count, work)
+        # One image per chunk: its (C_out, H_out*W_out) product *is* its output plane.
+        product = y_planes[start] if count == 1 else work.matrix("product", g.out_channels,
+                                                                   cols.shape[1])
         for group in range(g.groups):
             np.matmul(w_matrix[_group_rows(g, group, out_rows)], cols[_group_rows(g, group, in_rows)],
                       out=product[_group_rows(g, group, out_rows)])
-        _im2col.gemm_to_nchw(product, bias_vector, y_planes, start, bias is not None, threads)
+        if count > 1:
+            _im2col.gemm_to_nchw(product, bias_vector, y_planes, start, bias is not None, threads)
+        elif bias is not None:
+            product += bias[:, None]
     return y
 
 
@@ -127,11 +165,11 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     w_matrix = weight.reshape(g.out_channels, -1)
     in_rows, out_rows = w_matrix.shape[1], g.out_channels // g.groups
     grad_planes = grad_y.reshape(g.batch, g.out_channels, g.out_h * g.out_w)
+    work = _Workspace(weight.dtype)
     for start, count in _chunks(g, weight.itemsize):
-        grad_matrix = np.empty((g.out_channels, count * g.out_h * g.out_w), weight.dtype)
-        _im2col.nchw_to_gemm(grad_planes, grad_matrix, start, threads)
-        grad_cols = np.empty((g.in_channels * g.kernel_h * g.kernel_w, grad_matrix.shape[1]),
-                             weight.dtype)
+        grad_matrix = _gradient_matrix(grad_planes, start, count, threads, work)
+        grad_cols = work.matrix("cols", g.in_channels * g.kernel_h * g.kernel_w,
+                                grad_matrix.shape[1])
         for group in range(g.groups):
             out_slice, in_slice = _group_rows(g, group, out_rows), _group_rows(g, group, in_rows)
             np.matmul(w_matrix[out_slice].T, grad_matrix[out_slice], out=grad_cols[in_slice])
@@ -160,10 +198,10 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
     grad_w_matrix = grad_w.reshape(g.out_channels, -1)
     in_rows, out_rows = grad_w_matrix.shape[1], g.out_channels // g.groups
     grad_planes = grad_y.reshape(g.batch, g.out_channels, g.out_h * g.out_w)
+    work = _Workspace(x.dtype)
     for start, count in _chunks(g, x.itemsize):
-        cols = _columns(x, g, start, count)
-        grad_matrix = np.empty((g.out_channels, cols.shape[1]), x.dtype)
-        _im2col.nchw_to_gemm(grad_planes, grad_matrix, start, threads)
+        cols = _columns(x, g, start, count, work)
+        grad_matrix = _gradient_matrix(grad_planes, start, count, threads, work)
         for group in range(g.groups):
             out_slice, in_slice = _group_rows(g, group, out_rows), _group_rows(g, group, in_rows)
             grad_w_matrix[out_slice] += grad_matrix[out_slice] @ cols[in_slice].T

@@ -7,6 +7,7 @@ pool; ``set_num_threads`` sets both, so that "2 threads" means 2 threads everywh
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from ._parallel import openmp_enabled, openmp_num_procs
@@ -35,8 +36,9 @@ def set_num_threads(n: int) -> None:
     whatever ``n`` is; BLAS still follows ``n``.
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"number of threads must be an int, got {n!r}")
+    n = int(n)
     if n < 1:
         raise ValueError(f"number of threads must be at least 1, got {n}")
     _num_threads = n

@@ -1,0 +1,261 @@
+"""Side-by-side timings: cyconv's kernels against the NumPy reference (and PyTorch).
+
+Every implementation runs in the same process on the same arrays, interleaved (one call of
+each in turn, repeated), with the same number of threads, and the median of the repeats is
+reported: on a shared machine only ratios measured this way mean much.
+
+    python bench/compare.py                 # the whole table, 2 threads
+    python bench/compare.py --threads 1     # one thread
+    python bench/compare.py --scaling       # cyconv with 1 thread against 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels, reference
+from .geometry import conv2d_geometry
+
+#: The convolution shapes of the kernels issue:
+#: (N, C_in, H, W, C_out, K, stride, padding, dilation, groups).
+CONV_SHAPES = {
+    "lenet_c1": (64, 1, 28, 28, 6, 5, 1, 0, 1, 1),
+    "lenet_c2": (64, 6, 12, 12, 16, 5, 1, 0, 1, 1),
+    "cifar_3x3": (32, 32, 32, 32, 64, 3, 1, 1, 1, 1),
+    "resnet_3x3": (8, 64, 56, 56, 64, 3, 1, 1, 1, 1),
+    "stem_7x7s2": (8, 3, 112, 112, 64, 7, 2, 3, 1, 1),
+    "depthwise": (8, 128, 28, 28, 128, 3, 1, 1, 1, 128),
+    "dilated": (8, 64, 28, 28, 64, 3, 1, 2, 2, 1),
+    "grouped4": (8, 64, 28, 28, 64, 3, 1, 1, 1, 4),
+}
+
+#: Pooling cases: name -> (input shape, kind, kernel, stride, padding).
+POOL_SHAPES = {
+    "max2x2_32": ((32, 64, 32, 32), "max", 2, 2, 0),
+    "max3x3s2_32": ((32, 64, 32, 32), "max", 3, 2, 1),
+    "avg2x2_32": ((32, 64, 32, 32), "avg", 2, 2, 0),
+    "avg3x3s2_32": ((32, 64, 32, 32), "avg", 3, 2, 1),
+    "max2x2_56": ((8, 64, 56, 56), "max", 2, 2, 0),
+    "max3x3s2_56": ((8, 64, 56, 56), "max", 3, 2, 1),
+    "avg2x2_56": ((8, 64, 56, 56), "avg", 2, 2, 0),
+    "avg3x3s2_56": ((8, 64, 56, 56), "avg", 3, 2, 1),
+}
+
+
+@dataclass
+class Case:
+    """One benchmark: a name, a pass, the work in FLOPs and a callable per implementation."""
+
+    name: str
+    step: str
+    flops: float
+    runs: dict
+
+
+def _conv_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
+    n, c_in, h, w, c_out, k, stride, padding, dilation, groups = spec
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    weight = rng.standard_normal((c_out, c_in // groups, k, k)).astype(dtype)
+    bias = rng.standard_normal(c_out).astype(dtype)
+    hyper = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    geometry = conv2d_geometry(x.shape, weight.shape, **hyper)
+    grad_y = rng.standard_normal(geometry.output_shape).astype(dtype)
+
+    def forward(lib):
+        return lambda: lib.conv2d(x, weight, bias, **hyper)
+
+    def forward_backward(lib):
+        def run():
+            lib.conv2d(x, weight, bias, **hyper)
+            lib.conv2d_grad_input(grad_y, weight, x.shape, **hyper)
+            lib.conv2d_grad_weight(grad_y, x, weight.shape, **hyper)
+            lib.conv2d_grad_bias(grad_y)
+        return run
+
+    fwd = {"cyconv": forward(kernels), "numpy": forward(reference)}
+    fwd_bwd = {"cyconv": forward_backward(kernels), "numpy": forward_backward(reference)}
+    if torch is not None:
+        functional = torch.nn.functional
+        tx, tw, tb = (torch.from_numpy(a) for a in (x, weight, bias))
+        tgy = torch.from_numpy(grad_y)
+        fwd["torch"] = lambda: functional.conv2d(tx, tw, tb, stride, padding, dilation, groups)
+        leaves = [t.clone().requires_grad_() for t in (tx, tw, tb)]
+
+        def torch_forward_backward():
+            out = functional.conv2d(*leaves, stride, padding, dilation, groups)
+            out.backward(tgy)
+            for leaf in leaves:
+                leaf.grad = None
+        fwd_bwd["torch"] = torch_forward_backward
+    return [Case(name, "forward", geometry.flops, fwd),
+            Case(name, "fwd+bwd", 3 * geometry.flops, fwd_bwd)]
+
+
+def _pool_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
+    shape, kind, k, stride, padding = spec
+    x = rng.standard_normal(shape).astype(dtype)
+    if kind == "max":
+        y, where = reference.max_pool2d(x, k, stride, padding, return_indices=True)
+        grad_y = rng.standard_normal(y.shape).astype(dtype)
+
+        def forward(lib):
+            return lambda: lib.max_pool2d(x, k, stride, padding, return_indices=True)
+
+        def backward(lib):
+            return lambda: lib.max_pool2d_grad_input(grad_y, where, x.shape)
+    else:
+        y = reference.avg_pool2d(x, k, stride, padding)
+        grad_y = rng.standard_normal(y.shape).astype(dtype)
+
+        def forward(lib):
+            return lambda: lib.avg_pool2d(x, k, stride, padding)
+
+        def backward(lib):
+            return lambda: lib.avg_pool2d_grad_input(grad_y, x.shape, k, stride, padding)
+
+    fwd = {"cyconv": forward(kernels), "numpy": forward(reference)}
+    bwd = {"cyconv": backward(kernels), "numpy": backward(reference)}
+    if torch is not None:
+        functional = torch.nn.functional
+        tx, tgy = torch.from_numpy(x), torch.from_numpy(grad_y)
+        leaf = tx.clone().requires_grad_()
+        if kind == "max":
+            fwd["torch"] = lambda: functional.max_pool2d(tx, k, stride, padding, return_indices=True)
+            pool = lambda: functional.max_pool2d(leaf, k, stride, padding)  # noqa: E731
+        else:
+            fwd["torch"] = lambda: functional.avg_pool2d(tx, k, stride, padding)
+            pool = lambda: functional.avg_pool2d(leaf, k, stride, padding)  # noqa: E731
+        out = pool()
+
+        def torch_backward():  # backward only: reuse one recorded graph
+            leaf.grad = None
+            torch.autograd.backward(out, tgy, retain_graph=True)
+        bwd["torch"] = torch_backward
+    flops = float(np.prod(y.shape) * (k * k))
+    return [Case(name, "forward", flops, fwd), Case(name, "backward", flops, bwd)]
+
+
+def measure(case: Case, repeats: int, min_time: float = 0.05) -> dict[str, float]:
+    """Median seconds per call of each implementation, interleaved.
+
+    Each timed sample runs the callable enough times to last about ``min_time`` seconds
+    (calibrated once), so that very short kernels are not timer noise.
+    """
+    loops = {}
+    for label, run in case.runs.items():
+        run()  # warm up: first-call costs (allocation, thread start-up) are not measured
+        start = time.perf_counter()
+        run()
+        once = max(time.perf_counter() - start, 1e-6)
+        loops[label] = max(1, int(min_time / once))
+    samples = {label: [] for label in case.runs}
+    for _ in range(repeats):
+        for label, run in case.runs.items():
+            start = time.perf_counter()
+            for _ in range(loops[label]):
+                run()
+            samples[label].append((time.perf_counter() - start) / loops[label])
+    return {label: statistics.median(times) for label, times in samples.items()}
+
+
+def _load_torch(use_torch: bool):
+    if not use_torch:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def build_cases(names=None, dtype=np.float32, torch=None, seed=0) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for name, spec in CONV_SHAPES.items():
+        if names is None or name in names:
+            cases += _conv_case(name, spec, dtype, rng, torch)
+    for name, spec in POOL_SHAPES.items():
+        if names is None or name in names:
+            cases += _pool_case(name, spec, dtype, rng, torch)
+    return cases
+
+
+def _format_table(rows: list[dict], with_torch: bool) -> str:
+    header = ["shape", "pass", "cyconv ms", "numpy ms"]
+    header += ["torch ms"] if with_torch else []
+    header += ["numpy / cyconv"] + (["torch / cyconv"] if with_torch else []) + ["cyconv GFLOP/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["name"], row["step"], f"{row['cyconv'] * 1e3:.3f}", f"{row['numpy'] * 1e3:.3f}"]
+        if with_torch:
+            cells.append(f"{row['torch'] * 1e3:.3f}")
+        cells.append(f"{row['numpy'] / row['cyconv']:.2f}x")
+        if with_torch:
+            cells.append(f"{row['torch'] / row['cyconv']:.2f}x")
+        cells.append(f"{row['flops'] / row['cyconv'] / 1e9:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.float32,
+                   use_torch: bool = True, progress=print) -> str:
+    """Time every case and return the markdown table (ratios > 1 mean cyconv is faster)."""
+    torch = _load_torch(use_torch)
+    kernels.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    rows = []
+    for case in build_cases(names, dtype, torch):
+        medians = measure(case, repeats)
+        rows.append(dict(name=case.name, step=case.step, flops=case.flops, **medians))
+        if progress:
+            progress(f"  {case.name:<12} {case.step:<8} " + "  ".join(
+                f"{label} {seconds * 1e3:8.3f} ms" for label, seconds in medians.items()))
+    return _format_table(rows, torch is not None)
+
+
+def run_scaling(repeats: int = 7, names=None, dtype=np.float32, progress=print) -> str:
+    """cyconv on 1 thread against 2 threads, interleaved; returns a markdown table."""
+    lines = ["| shape | pass | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
+    for case in build_cases(names, dtype, None):
+        run = case.runs["cyconv"]
+
+        def with_threads(n):
+            def timed():
+                kernels.set_num_threads(n)
+                run()
+            return timed
+        medians = measure(Case(case.name, case.step, case.flops,
+                               {"1": with_threads(1), "2": with_threads(2)}), repeats)
+        line = (f"| {case.name} | {case.step} | {medians['1'] * 1e3:.3f} | {medians['2'] * 1e3:.3f} "
+                f"| {medians['1'] / medians['2']:.2f}x |")
+        lines.append(line)
+        if progress:
+            progress("  " + line)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for every implementation")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median taken)")
+    parser.add_argument("--shapes", nargs="*", default=None, help="only these cases (names)")
+    parser.add_argument("--float64", action="store_true", help="float64 instead of float32")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--scaling", action="store_true", help="cyconv 1 thread against 2")
+    args = parser.parse_args(argv)
+    dtype = np.float64 if args.float64 else np.float32
+    if args.scaling:
+        print(run_scaling(args.repeats, args.shapes, dtype))
+    else:
+        print(run_comparison(args.threads, args.repeats, args.shapes, dtype, not args.no_torch))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

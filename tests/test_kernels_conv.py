@@ -1,0 +1,393 @@
+"""The compiled convolution kernels against the NumPy reference and hand-worked values.
+
+Every test compares ``cyconv.kernels`` with ``cyconv.reference`` (vectorised version) or with
+numbers worked out by hand, for both algorithms ("direct" and "im2col") and "auto".
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cyconv import kernels as K
+from cyconv import reference as R
+from cyconv.geometry import conv2d_geometry
+from cyconv.kernels import conv as conv_module
+
+ALGORITHMS = ["direct", "im2col"]
+DTYPES = [np.float32, np.float64]
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+def assert_matches(actual, expected, dtype, terms=1):
+    """``actual`` has ``expected``'s shape and dtype ``dtype`` and equals it within rounding.
+
+    ``terms`` is the number of products summed into one value; the absolute tolerance grows
+    with it and with the size of the values.
+    """
+    assert isinstance(actual, np.ndarray)
+    assert actual.dtype == dtype, f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert actual.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0))) * max(1.0, np.sqrt(terms))
+    if dtype == np.float64:
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12 * scale)
+    else:
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+@contextmanager
+def im2col_workspace(nbytes):
+    """Temporarily bound the im2col workspace (so the batch is processed in chunks)."""
+    old = conv_module.IM2COL_WORKSPACE_BYTES
+    conv_module.IM2COL_WORKSPACE_BYTES = nbytes
+    try:
+        yield
+    finally:
+        conv_module.IM2COL_WORKSPACE_BYTES = old
+
+
+def random_problem(rng, input_shape, weight_shape, dtype, bias=True):
+    x = rng.standard_normal(input_shape).astype(dtype)
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    b = rng.standard_normal(weight_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+def check_all(x, w, b, algorithm, stride=1, padding=0, dilation=1, groups=1, rng=None):
+    """Forward and the three gradients of the kernels against the reference."""
+    rng = rng or np.random.default_rng(0)
+    dtype = x.dtype.type
+    geo = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    reduction = (geo.in_channels // groups) * geo.kernel_h * geo.kernel_w
+
+    y = K.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
+    y_ref = R.conv2d(x, w, b, stride, padding, dilation, groups)
+    assert y.shape == geo.output_shape
+    assert_matches(y, y_ref, dtype, reduction)
+
+    gy = rng.standard_normal(geo.output_shape).astype(dtype)
+    gx = K.conv2d_grad_input(gy, w, x.shape, stride, padding, dilation, groups, algorithm=algorithm)
+    gx_ref = R.conv2d_grad_input(gy, w, x.shape, stride, padding, dilation, groups)
+    assert_matches(gx, gx_ref, dtype, geo.out_channels * geo.kernel_h * geo.kernel_w)
+
+    gw = K.conv2d_grad_weight(gy, x, w.shape, stride, padding, dilation, groups, algorithm=algorithm)
+    gw_ref = R.conv2d_grad_weight(gy, x, w.shape, stride, padding, dilation, groups)
+    assert_matches(gw, gw_ref, dtype, geo.batch * geo.out_h * geo.out_w)
+
+    gb = K.conv2d_grad_bias(gy)
+    assert_matches(gb, R.conv2d_grad_bias(gy), dtype, geo.batch * geo.out_h * geo.out_w)
+    return y
+
+
+# ---------------------------------------------------------------------------------------
+# Random configurations (hypothesis)
+# ---------------------------------------------------------------------------------------
+
+@st.composite
+def conv_configs(draw):
+    """A valid convolution: sizes are drawn so that the kernel always fits the padded input."""
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 2))
+    c_out = groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                             st.sampled_from(["valid", "same"])))
+    if padding == "same":
+        stride = draw(st.sampled_from([1, (1, 1)]))
+        pad_total = (10, 10)                     # 'same' fits any input size
+    else:
+        stride = draw(st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+        pad = (0, 0) if padding == "valid" else (padding if isinstance(padding, tuple) else (padding,) * 2)
+        pad_total = (2 * pad[0], 2 * pad[1])
+    spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+    h = draw(st.integers(max(1, spans[0] - pad_total[0]), 10))
+    w = draw(st.integers(max(1, spans[1] - pad_total[1]), 10))
+    batch = draw(st.integers(1, 3))
+    config = dict(input_shape=(batch, c_in, h, w), weight_shape=(c_out, c_in // groups) + kernel,
+                  stride=stride, padding=padding, dilation=dilation, groups=groups)
+    conv2d_geometry(**config)                    # raises if the strategy drew an invalid one
+    return config
+
+
+@given(config=conv_configs(), dtype=st.sampled_from(DTYPES),
+       algorithm=st.sampled_from(["direct", "im2col", "auto"]), bias=st.booleans(),
+       workspace=st.sampled_from([None, 1, 600]), seed=st.integers(0, 2**32 - 1))
+def test_random_configs_match_reference(config, dtype, algorithm, bias, workspace, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    if workspace is None:
+        check_all(x, w, b, algorithm, rng=rng, **hyper)
+    else:
+        with im2col_workspace(workspace):
+            check_all(x, w, b, algorithm, rng=rng, **hyper)
+
+
+# ---------------------------------------------------------------------------------------
+# Edge cases, both algorithms
+# ---------------------------------------------------------------------------------------
+
+# (input_shape, weight_shape, stride, padding, dilation, groups, expected output (H, W))
+EDGE_CASES = {
+    "1x1 input, 1x1 kernel": ((2, 3, 1, 1), (4, 3, 1, 1), 1, 0, 1, 1, (1, 1)),
+    "kernel as large as the padded input": ((2, 2, 3, 4), (3, 2, 5, 6), 1, 1, 1, 1, (1, 1)),
+    "kernel = input, no padding": ((1, 2, 4, 3), (2, 2, 4, 3), 1, 0, 1, 1, (1, 1)),
+    "stride larger than kernel": ((2, 2, 9, 8), (3, 2, 2, 2), 3, 0, 1, 1, (3, 3)),
+    "stride larger than padded input": ((1, 2, 3, 3), (2, 2, 2, 2), 5, 1, 1, 1, (1, 1)),
+    "large dilation, span = input": ((2, 2, 9, 9), (2, 2, 3, 3), 1, 0, 4, 1, (1, 1)),
+    "large dilation with padding": ((1, 2, 6, 7), (2, 2, 3, 3), 1, 2, 3, 1, (4, 5)),
+    "depthwise": ((2, 3, 6, 5), (3, 1, 3, 3), 1, 1, 1, 3, (6, 5)),
+    "depthwise, channel multiplier 2": ((2, 3, 6, 5), (6, 1, 3, 3), 2, 1, 1, 3, (3, 3)),
+    "asymmetric everything": ((2, 2, 7, 5), (3, 2, 3, 2), (2, 1), (1, 0), (1, 2), 1, (4, 3)),
+    "same, even kernel, dilation 2": ((2, 2, 7, 6), (3, 2, 4, 2), 1, "same", 2, 1, (7, 6)),
+    "same, even kernels, no dilation": ((1, 2, 5, 4), (2, 2, 2, 4), 1, "same", 1, 1, (5, 4)),
+    "same, asymmetric dilation": ((1, 2, 5, 8), (2, 2, 3, 4), 1, "same", (2, 3), 1, (5, 8)),
+    "valid": ((1, 2, 5, 6), (2, 2, 3, 2), 1, "valid", 1, 1, (3, 5)),
+    "groups 2, wider channels": ((1, 4, 5, 5), (6, 2, 3, 3), 1, 1, 1, 2, (5, 5)),
+    "one row": ((2, 1, 1, 9), (2, 1, 1, 3), (1, 2), 0, 1, 1, (1, 4)),
+    "padding larger than kernel": ((1, 1, 2, 2), (1, 1, 1, 1), 1, 2, 1, 1, (6, 6)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("case", list(EDGE_CASES), ids=list(EDGE_CASES))
+def test_edge_cases(case, algorithm, dtype):
+    input_shape, weight_shape, stride, padding, dilation, groups, out_hw = EDGE_CASES[case]
+    rng = np.random.default_rng(1)
+    x, w, b = random_problem(rng, input_shape, weight_shape, dtype)
+    y = check_all(x, w, b, algorithm, stride, padding, dilation, groups, rng)
+    assert y.shape[2:] == out_hw
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_same_padding_keeps_size_and_puts_the_extra_row_at_the_bottom(algorithm):
+    # kernel (2, 2) with 'same': total padding 1 per dimension, all of it at the bottom/right,
+    # so output (i, j) = x[i, j] + x[i, j+1] + x[i+1, j] + x[i+1, j+1] (zero past the edge).
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    w = np.ones((1, 1, 2, 2))
+    y = K.conv2d(x, w, padding="same", algorithm=algorithm)
+    np.testing.assert_array_equal(y[0, 0], [[12, 16, 9], [24, 28, 15], [15, 17, 9]])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("batch", [5, 7])
+def test_im2col_in_several_chunks(algorithm, batch, monkeypatch):
+    rng = np.random.default_rng(2)
+    x, w, b = random_problem(rng, (batch, 3, 6, 5), (4, 3, 3, 2), np.float64)
+    geo = conv2d_geometry(x.shape, w.shape, (1, 2), 1, 1, 1)
+    one_image = 3 * 3 * 2 * geo.out_h * geo.out_w * 8
+    # two images per chunk: the last chunk of an odd batch holds one
+    monkeypatch.setattr(conv_module, "IM2COL_WORKSPACE_BYTES", 2 * one_image + 1)
+    chunks = list(conv_module._chunks(geo, 8))
+    assert len(chunks) == (batch + 1) // 2 and chunks[-1][1] == 2 - batch % 2
+    check_all(x, w, b, algorithm, (1, 2), 1, 1, 1, rng)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_im2col_one_image_per_chunk_when_workspace_too_small(groups, monkeypatch):
+    rng = np.random.default_rng(3)
+    monkeypatch.setattr(conv_module, "IM2COL_WORKSPACE_BYTES", 1)
+    x, w, b = random_problem(rng, (3, 4, 5, 5), (6, 4 // groups, 2, 3), np.float32)
+    geo = conv2d_geometry(x.shape, w.shape, 1, (1, 0), 2, groups)
+    assert [count for _, count in conv_module._chunks(geo, 4)] == [1, 1, 1]
+    check_all(x, w, b, "im2col", 1, (1, 0), 2, groups, rng)
+
+
+def _non_contiguous_views(x):
+    """The same values as ``x`` in differently laid out arrays (none C-contiguous)."""
+    transposed = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    reversed_ = np.ascontiguousarray(x[:, :, ::-1])[:, :, ::-1]
+    fortran = np.asfortranarray(x)
+    strided = np.zeros(x.shape[:3] + (2 * x.shape[3],), x.dtype)
+    strided[..., ::2] = x
+    strided = strided[..., ::2]
+    return {"transposed": transposed, "reversed": reversed_, "fortran": fortran,
+            "strided": strided}
+
+
+@pytest.mark.parametrize("layout", ["transposed", "reversed", "fortran", "strided"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_non_contiguous_arrays(layout, algorithm):
+    rng = np.random.default_rng(4)
+    x, w, b = random_problem(rng, (2, 3, 5, 6), (4, 3, 3, 2), np.float64)
+    gy = rng.standard_normal((2, 4, 5, 7))
+    xv, wv, gyv = (_non_contiguous_views(a)[layout] for a in (x, w, gy))
+    bv = np.repeat(b, 2)[::2]
+    for array, view in ((x, xv), (w, wv), (gy, gyv), (b, bv)):
+        assert not view.flags.c_contiguous and np.array_equal(array, view)
+    hyper = ((1, 1), 1, 1, 1)
+
+    y = K.conv2d(xv, wv, bv, *hyper, algorithm=algorithm)
+    assert_matches(y, R.conv2d(x, w, b, *hyper), np.float64, 18)
+    np.testing.assert_array_equal(y, K.conv2d(x, w, b, *hyper, algorithm=algorithm))
+
+    gx = K.conv2d_grad_input(gyv, wv, x.shape, *hyper, algorithm=algorithm)
+    assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, *hyper), np.float64, 24)
+    np.testing.assert_array_equal(gx, K.conv2d_grad_input(gy, w, x.shape, *hyper, algorithm=algorithm))
+
+    gw = K.conv2d_grad_weight(gyv, xv, w.shape, *hyper, algorithm=algorithm)
+    assert_matches(gw, R.conv2d_grad_weight(gy, x, w.shape, *hyper), np.float64, 50)
+
+    assert_matches(K.conv2d_grad_bias(gyv), R.conv2d_grad_bias(gy), np.float64, 50)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_read_only_inputs_are_accepted_and_not_modified(algorithm):
+    rng = np.random.default_rng(5)
+    x, w, b = random_problem(rng, (1, 2, 4, 4), (2, 2, 3, 3), np.float64)
+    gy = rng.standard_normal((1, 2, 4, 4))
+    copies = [a.copy() for a in (x, w, b, gy)]
+    for a in (x, w, b, gy):
+        a.flags.writeable = False
+    assert_matches(K.conv2d(x, w, b, 1, 1, algorithm=algorithm), R.conv2d(x, w, b, 1, 1),
+                   np.float64, 18)
+    assert_matches(K.conv2d_grad_input(gy, w, x.shape, 1, 1, algorithm=algorithm),
+                   R.conv2d_grad_input(gy, w, x.shape, 1, 1), np.float64, 18)
+    assert_matches(K.conv2d_grad_weight(gy, x, w.shape, 1, 1, algorithm=algorithm),
+                   R.conv2d_grad_weight(gy, x, w.shape, 1, 1), np.float64, 16)
+    for array, copy in zip((x, w, b, gy), copies):
+        np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_nan_and_inf_in_the_input_reach_exactly_the_outputs_that_read_them(algorithm):
+    rng = np.random.default_rng(7)
+    x, w, b = random_problem(rng, (2, 2, 7, 6), (3, 2, 3, 2), np.float64)
+    x[0, 1, 0, 0] = np.nan
+    x[1, 0, 4, 3] = np.inf
+    hyper = ((2, 1), 1, (1, 2), 1)
+    y = K.conv2d(x, w, b, *hyper, algorithm=algorithm)
+    y_ref = R.conv2d(x, w, b, *hyper)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(y_ref))
+    assert np.isnan(y[0]).any() and not np.isnan(y[1]).any()
+    finite = np.isfinite(y_ref)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(y[finite], y_ref[finite], rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------
+# Hand-worked values
+# ---------------------------------------------------------------------------------------
+
+IMAGE = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)       # [[1 2 3] [4 5 6] [7 8 9]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS + ["auto"])
+def test_hand_worked_2x2_ones(algorithm, dtype):
+    x = IMAGE.astype(dtype)
+    w = np.ones((1, 1, 2, 2), dtype)
+    y = K.conv2d(x, w, algorithm=algorithm)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
+    # with bias 0.5
+    y = K.conv2d(x, w, np.array([0.5], dtype), algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[12.5, 16.5], [24.5, 28.5]]]])
+    # each input cell is read by as many windows as cover it
+    gy = np.ones((1, 1, 2, 2), dtype)
+    gx = K.conv2d_grad_input(gy, w, x.shape, algorithm=algorithm)
+    np.testing.assert_array_equal(gx, [[[[1, 2, 1], [2, 4, 2], [1, 2, 1]]]])
+    # tap (p, q) sees the 2x2 block starting at (p, q)
+    gw = K.conv2d_grad_weight(gy, x, w.shape, algorithm=algorithm)
+    np.testing.assert_array_equal(gw, [[[[12, 16], [24, 28]]]])
+    np.testing.assert_array_equal(K.conv2d_grad_bias(gy), [4])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_hand_worked_stride_padding_dilation(algorithm):
+    ones3 = np.ones((1, 1, 3, 3))
+    # 3x3 ones, stride 2, padding 1: the four corners of the padded image
+    y = K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
+    # 2x2 kernel with dilation 2 reads the four corners of the image
+    y = K.conv2d(IMAGE, np.array([[[[1.0, 10.0], [100.0, 1000.0]]]]), dilation=2,
+                 algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[1 + 30 + 700 + 9000]]]])
+    # cross-correlation, not convolution: the kernel is not flipped
+    w = np.zeros((1, 1, 3, 3))
+    w[0, 0, 0, 0] = 1.0
+    y = K.conv2d(IMAGE, w, padding=1, algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[0, 0, 0], [0, 1, 2], [0, 4, 5]]]])
+    # stride (2, 1) and 1x2 kernel [1, -1]: differences along rows 0 and 2
+    y = K.conv2d(IMAGE, np.array([[[[1.0, -1.0]]]]), stride=(2, 1), algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[-1, -1], [-1, -1]]]])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_hand_worked_groups(algorithm):
+    # channel 0 all ones, channel 1 all twos; groups=2 keeps them apart
+    x = np.stack([np.ones((2, 2)), 2 * np.ones((2, 2))])[None]
+    w = np.array([3.0, 5.0, 7.0]).reshape(3, 1, 1, 1)[[0, 0, 1, 2]]   # (4, 1, 1, 1): 3, 3, 5, 7
+    y = K.conv2d(x, w, np.array([0.0, 1.0, 0.0, 1.0]), groups=2, algorithm=algorithm)
+    # output channels 0, 1 read input channel 0; 2, 3 read channel 1
+    np.testing.assert_array_equal(y[0, :, 0, 0], [3, 4, 10, 15])
+    gx = K.conv2d_grad_input(np.ones((1, 4, 2, 2)), w, x.shape, groups=2, algorithm=algorithm)
+    np.testing.assert_array_equal(gx[0, :, 0, 0], [6, 12])
+    gw = K.conv2d_grad_weight(np.ones((1, 4, 2, 2)), x, w.shape, groups=2, algorithm=algorithm)
+    np.testing.assert_array_equal(gw.ravel(), [4, 4, 8, 8])
+
+
+# ---------------------------------------------------------------------------------------
+# algorithm="auto"
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("input_shape, weight_shape, groups, expected", [
+    ((1, 1, 8, 8), (4, 1, 3, 3), 1, "direct"),      # 1 * 3 * 3 = 9 multiply-adds per output
+    ((1, 3, 8, 8), (4, 3, 3, 3), 1, "direct"),      # 27
+    ((1, 8, 8, 8), (8, 1, 3, 3), 8, "direct"),      # depthwise: 9
+    ((1, 4, 8, 8), (4, 4, 3, 3), 1, "im2col"),      # 36
+    ((1, 8, 8, 8), (8, 4, 3, 3), 2, "im2col"),      # 36
+    ((1, 32, 4, 4), (2, 32, 1, 1), 1, "im2col"),    # 32: the bound itself
+])
+def test_choose_algorithm(input_shape, weight_shape, groups, expected, monkeypatch):
+    geo = conv2d_geometry(input_shape, weight_shape, 1, 1, 1, groups)
+    assert conv_module.DIRECT_MAX_REDUCTION == 32
+    assert K.choose_algorithm(geo) == expected
+
+    # "auto" runs the chosen algorithm: spy on both entry points
+    calls = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(conv_module._conv_direct, "conv2d_forward",
+                        spy("direct", conv_module._conv_direct.conv2d_forward))
+    monkeypatch.setattr(conv_module._im2col, "im2col", spy("im2col", conv_module._im2col.im2col))
+    rng = np.random.default_rng(6)
+    x, w, b = random_problem(rng, input_shape, weight_shape, np.float64)
+    y = K.conv2d(x, w, b, 1, 1, 1, groups)
+    assert set(calls) == {expected}
+    assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, groups), np.float64, 300)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_dtype_follows_input(dtype):
+    x = np.ones((1, 2, 3, 3), dtype)
+    w = np.ones((2, 2, 2, 2), dtype)
+    for algorithm in ALGORITHMS + ["auto"]:
+        assert K.conv2d(x, w, algorithm=algorithm).dtype == dtype
+        gy = np.ones((1, 2, 2, 2), dtype)
+        assert K.conv2d_grad_input(gy, w, x.shape, algorithm=algorithm).dtype == dtype
+        assert K.conv2d_grad_weight(gy, x, w.shape, algorithm=algorithm).dtype == dtype
+    assert K.conv2d_grad_bias(np.ones((1, 2, 2, 2), dtype)).dtype == dtype
+
+
+def test_grad_bias_hand_worked():
+    gy = np.arange(24.0).reshape(2, 3, 2, 2)
+    # channel c holds 4c..4c+3 in image 0 and 12+4c..12+4c+3 in image 1
+    expected = [sum(range(4 * c, 4 * c + 4)) + sum(range(12 + 4 * c, 16 + 4 * c)) for c in range(3)]
+    np.testing.assert_array_equal(K.conv2d_grad_bias(gy), expected)
+    np.testing.assert_array_equal(K.conv2d_grad_bias(gy.astype(np.float32)), expected)

@@ -1,0 +1,179 @@
+"""Thread count: the kernels give the reference's numbers with 1 and with 2 threads.
+
+Each output value is computed by one thread in a fixed order, so the direct and pooling
+kernels give the same bits whatever the thread count; BLAS (used by im2col) may split its
+sums differently, so there the two results only agree within rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv import kernels as K
+from cyconv import reference as R
+from cyconv.kernels import threads as threads_module
+
+N, C, H, W = 4, 8, 16, 16
+THREAD_COUNTS = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(12)
+    return {
+        "x": rng.standard_normal((N, C, H, W)),
+        "w": rng.standard_normal((C, C, 3, 3)),          # 72 products per output: im2col by auto
+        "w_dw": rng.standard_normal((2 * C, 1, 3, 3)),   # depthwise, multiplier 2
+        "b": rng.standard_normal(C),
+        "gy": rng.standard_normal((N, C, 8, 8)),         # stride 2, padding 1 -> 8x8
+        "gy_dw": rng.standard_normal((N, 2 * C, 16, 16)),
+        "x_perm": (rng.permutation(N * C * H * W) * 0.5).reshape(N, C, H, W),
+    }
+
+
+def run_with_threads(n, function, *args, **kwargs):
+    K.set_num_threads(n)
+    assert K.get_num_threads() == n
+    return function(*args, **kwargs)
+
+
+def check_threads(function, reference, args, kwargs=None, ref_args=None, exact=True, tol=1e-10):
+    """Run ``function`` with 1 and 2 threads; compare with ``reference`` and with each other."""
+    kwargs = kwargs or {}
+    expected = reference(*(ref_args or args), **{k: v for k, v in kwargs.items() if k != "algorithm"})
+    results = [run_with_threads(n, function, *args, **kwargs) for n in THREAD_COUNTS]
+    for result in results:
+        assert result.dtype == expected.dtype and result.shape == expected.shape
+        np.testing.assert_allclose(result, expected, rtol=tol, atol=tol)
+    if exact:
+        np.testing.assert_array_equal(results[0], results[1])
+    else:
+        np.testing.assert_allclose(results[0], results[1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_conv_same_result_with_1_and_2_threads(data, algorithm, dtype, restore_threads):
+    x, w, b, gy = (data[k].astype(dtype) for k in ("x", "w", "b", "gy"))
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    exact = algorithm == "direct"
+    hyper = dict(stride=2, padding=1, algorithm=algorithm)
+    check_threads(K.conv2d, R.conv2d, (x, w, b), hyper, exact=exact, tol=tol)
+    check_threads(K.conv2d_grad_input, R.conv2d_grad_input, (gy, w, x.shape), hyper, exact=exact, tol=tol)
+    check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (gy, x, w.shape), hyper, exact=exact, tol=tol)
+    check_threads(K.conv2d_grad_bias, R.conv2d_grad_bias, (gy,), tol=tol)
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_depthwise_conv_with_1_and_2_threads(data, algorithm, restore_threads):
+    x, w, gy = data["x"], data["w_dw"], data["gy_dw"]
+    hyper = dict(padding="same", dilation=(1, 2), groups=C, algorithm=algorithm)
+    exact = algorithm == "direct"
+    check_threads(K.conv2d, R.conv2d, (x, w), hyper, exact=exact)
+    check_threads(K.conv2d_grad_input, R.conv2d_grad_input, (gy, w, x.shape), hyper, exact=exact)
+    check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (gy, x, w.shape), hyper, exact=exact)
+
+
+def test_im2col_chunks_with_2_threads(data, monkeypatch, restore_threads):
+    monkeypatch.setattr(K.conv, "IM2COL_WORKSPACE_BYTES", 1)      # one image per chunk
+    x, w, b, gy = data["x"], data["w"], data["b"], data["gy"]
+    hyper = dict(stride=2, padding=1, algorithm="im2col")
+    check_threads(K.conv2d, R.conv2d, (x, w, b), hyper, exact=False)
+    check_threads(K.conv2d_grad_input, R.conv2d_grad_input, (gy, w, x.shape), hyper, exact=False)
+    check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (gy, x, w.shape), hyper, exact=False)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_with_1_and_2_threads(data, ceil_mode, restore_threads):
+    x = data["x_perm"]
+    config = dict(kernel_size=3, stride=2, padding=1, dilation=(1, 2), ceil_mode=ceil_mode)
+    results = [run_with_threads(n, K.max_pool2d, x, **config, return_indices=True) for n in THREAD_COUNTS]
+    y_ref, idx_ref = R.max_pool2d(x, **config, return_indices=True)
+    for y, idx in results:
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)
+    gy = np.random.default_rng(0).standard_normal(y_ref.shape)
+    check_threads(K.max_pool2d_grad_input, R.max_pool2d_grad_input, (gy, idx_ref, x.shape))
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_with_1_and_2_threads(data, count_include_pad, restore_threads):
+    x = data["x"]
+    config = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), ceil_mode=True,
+                  count_include_pad=count_include_pad)
+    check_threads(K.avg_pool2d, R.avg_pool2d, (x,), config)
+    y = R.avg_pool2d(x, **config)
+    gy = np.random.default_rng(1).standard_normal(y.shape)
+    check_threads(K.avg_pool2d_grad_input, R.avg_pool2d_grad_input, (gy, x.shape), config)
+
+
+@pytest.mark.parametrize("output_size", [1, 5, (3, None), (7, 16)])
+def test_adaptive_avg_pool_with_1_and_2_threads(data, output_size, restore_threads):
+    x = data["x"]
+    check_threads(K.adaptive_avg_pool2d, R.adaptive_avg_pool2d, (x, output_size))
+    y = R.adaptive_avg_pool2d(x, output_size)
+    gy = np.random.default_rng(2).standard_normal(y.shape)
+    check_threads(K.adaptive_avg_pool2d_grad_input, R.adaptive_avg_pool2d_grad_input, (gy, x.shape))
+
+
+def test_more_threads_than_work(restore_threads):
+    # 1 plane, 8 threads: most threads get nothing to do
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    K.set_num_threads(8)
+    np.testing.assert_array_equal(K.conv2d(x, np.ones((1, 1, 2, 2)), algorithm="direct"),
+                                  [[[[12, 16], [24, 28]]]])
+    np.testing.assert_array_equal(K.max_pool2d(x, 2, stride=1), [[[[5, 6], [8, 9]]]])
+    np.testing.assert_array_equal(K.avg_pool2d(x, 2, stride=1), [[[[3, 4], [6, 7]]]])
+    np.testing.assert_array_equal(K.adaptive_avg_pool2d(x, 1), [[[[5]]]])
+
+
+# ---------------------------------------------------------------------------------------
+# The thread-count API
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_get_num_threads_round_trips(n, restore_threads):
+    K.set_num_threads(n)
+    assert K.get_num_threads() == n
+    assert cyconv.get_num_threads() == n          # the same setting at the top level
+    cyconv.set_num_threads(restore_threads)
+    assert K.get_num_threads() == restore_threads
+
+
+def test_default_is_positive(restore_threads):
+    assert isinstance(restore_threads, int) and restore_threads >= 1
+
+
+def test_set_num_threads_also_limits_blas(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    if not blas:
+        pytest.skip("NumPy's BLAS is not visible to threadpoolctl")
+    K.set_num_threads(1)
+    assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info()
+               if p.get("user_api") == "blas")
+
+
+def test_openmp_enabled_is_a_bool():
+    assert type(K.openmp_enabled()) is bool
+    assert cyconv.openmp_enabled() is K.openmp_enabled()
+
+
+@pytest.mark.parametrize("value, expected", [("3", 3), (" 2 ", 2), ("4,2", 4), ("1", 1)])
+def test_default_follows_omp_num_threads(value, expected, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert threads_module._default_num_threads() == expected
+
+
+@pytest.mark.parametrize("value", ["", "0", "-2", "abc", "2.5"])
+def test_default_ignores_a_bad_omp_num_threads(value, monkeypatch):
+    import os
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    result = threads_module._default_num_threads()
+    assert result >= 1
+    if expected is not None:
+        assert result == expected
