@@ -140,14 +140,17 @@ def _pool_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
     return [Case(name, "forward", flops, fwd), Case(name, "backward", flops, bwd)]
 
 
-def measure(case: Case, repeats: int, min_time: float = 0.05) -> dict[str, float]:
+def measure(case: Case, repeats: int, min_time: float = 0.05, setups: dict | None = None) -> dict[str, float]:
     """Median seconds per call of each implementation, interleaved.
 
     Each timed sample runs the callable enough times to last about ``min_time`` seconds
-    (calibrated once), so that very short kernels are not timer noise.
+    (calibrated once), so that very short kernels are not timer noise. ``setups`` may give,
+    per implementation, a callable run (untimed) before each of its samples.
     """
+    setups = setups or {}
     loops = {}
     for label, run in case.runs.items():
+        setups.get(label, _nothing)()
         run()  # warm up: first-call costs (allocation, thread start-up) are not measured
         start = time.perf_counter()
         run()
@@ -156,11 +159,16 @@ def measure(case: Case, repeats: int, min_time: float = 0.05) -> dict[str, float
     samples = {label: [] for label in case.runs}
     for _ in range(repeats):
         for label, run in case.runs.items():
+            setups.get(label, _nothing)()
             start = time.perf_counter()
             for _ in range(loops[label]):
                 run()
             samples[label].append((time.perf_counter() - start) / loops[label])
     return {label: statistics.median(times) for label, times in samples.items()}
+
+
+def _nothing():
+    pass
 
 
 def _load_torch(use_torch: bool):
@@ -174,6 +182,12 @@ def _load_torch(use_torch: bool):
 
 
 def build_cases(names=None, dtype=np.float32, torch=None, seed=0) -> list[Case]:
+    """The benchmark cases (all, or those named), with their arrays allocated."""
+    known = list(CONV_SHAPES) + list(POOL_SHAPES)
+    if names is not None:
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise ValueError(f"unknown case name(s) {unknown}; choose from {known}")
     rng = np.random.default_rng(seed)
     cases = []
     for name, spec in CONV_SHAPES.items():
@@ -219,21 +233,18 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
     return _format_table(rows, torch is not None)
 
 
-def run_scaling(repeats: int = 7, names=None, dtype=np.float32, progress=print) -> str:
-    """cyconv on 1 thread against 2 threads, interleaved; returns a markdown table."""
-    lines = ["| shape | pass | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
+def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2,
+                progress=print) -> str:
+    """cyconv on 1 thread against ``threads`` threads, interleaved; returns a markdown table."""
+    lines = [f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up |",
+             "|---|---|---|---|---|"]
     for case in build_cases(names, dtype, None):
         run = case.runs["cyconv"]
-
-        def with_threads(n):
-            def timed():
-                kernels.set_num_threads(n)
-                run()
-            return timed
-        medians = measure(Case(case.name, case.step, case.flops,
-                               {"1": with_threads(1), "2": with_threads(2)}), repeats)
-        line = (f"| {case.name} | {case.step} | {medians['1'] * 1e3:.3f} | {medians['2'] * 1e3:.3f} "
-                f"| {medians['1'] / medians['2']:.2f}x |")
+        pair = Case(case.name, case.step, case.flops, {"1": run, "n": run})
+        medians = measure(pair, repeats, setups={"1": lambda: kernels.set_num_threads(1),
+                                                 "n": lambda: kernels.set_num_threads(threads)})
+        line = (f"| {case.name} | {case.step} | {medians['1'] * 1e3:.3f} | {medians['n'] * 1e3:.3f} "
+                f"| {medians['1'] / medians['n']:.2f}x |")
         lines.append(line)
         if progress:
             progress("  " + line)
@@ -247,13 +258,17 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="*", default=None, help="only these cases (names)")
     parser.add_argument("--float64", action="store_true", help="float64 instead of float32")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    parser.add_argument("--scaling", action="store_true", help="cyconv 1 thread against 2")
+    parser.add_argument("--scaling", action="store_true",
+                        help="cyconv on 1 thread against --threads threads")
     args = parser.parse_args(argv)
     dtype = np.float64 if args.float64 else np.float32
-    if args.scaling:
-        print(run_scaling(args.repeats, args.shapes, dtype))
-    else:
-        print(run_comparison(args.threads, args.repeats, args.shapes, dtype, not args.no_torch))
+    try:
+        if args.scaling:
+            print(run_scaling(args.repeats, args.shapes, dtype, args.threads))
+        else:
+            print(run_comparison(args.threads, args.repeats, args.shapes, dtype, not args.no_torch))
+    except ValueError as error:
+        parser.error(str(error))
     return 0
 
 

@@ -76,8 +76,8 @@ def test_depthwise_conv_with_1_and_2_threads(data, algorithm, restore_threads):
     check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (gy, x, w.shape), hyper, exact=exact)
 
 
-def test_im2col_chunks_with_2_threads(data, monkeypatch, restore_threads):
-    monkeypatch.setattr(K.conv, "IM2COL_WORKSPACE_BYTES", 1)      # one image per chunk
+def test_im2col_bands_with_2_threads(data, monkeypatch, restore_threads):
+    monkeypatch.setattr(K.conv, "BAND_BYTES", 1)      # one output row per band
     x, w, b, gy = data["x"], data["w"], data["b"], data["gy"]
     hyper = dict(stride=2, padding=1, algorithm="im2col")
     check_threads(K.conv2d, R.conv2d, (x, w, b), hyper, exact=False)

@@ -13,16 +13,6 @@ The loops themselves are in the ``_*.pyx`` files beside this one; the Python fil
 the arguments and prepare the output arrays.
 """
 
-import os
-
-# Between two parallel loops, OpenMP threads by default spin for a while waiting for more
-# work. Here they would take the cores from the BLAS threads that run the matrix products
-# in between (and from PyTorch's, when both run in one process): measured, 2-5x slower
-# convolutions. Passive waiting puts them to sleep at once. It must be set before the
-# OpenMP runtime starts, i.e. before the first compiled module is imported; a value the
-# user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from .conv import (ALGORITHMS, choose_algorithm, conv2d, conv2d_grad_bias, conv2d_grad_input,
                    conv2d_grad_weight)
 from .pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_grad_input, avg_pool2d,

@@ -16,3 +16,19 @@ cdef inline Py_ssize_t stop_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssiz
         return 0
     last = last // stride + 1
     return last if last < out_size else out_size
+
+
+cdef inline void inside_ranges(Py_ssize_t[::1] lo, Py_ssize_t[::1] hi, Py_ssize_t dilation,
+                               Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t size,
+                               Py_ssize_t out_size) noexcept nogil:
+    """For every kernel tap t: output indices o in [lo[t], hi[t]) read inside the input.
+
+    Output o, tap t reads input index o * stride - pad + t * dilation; it is inside when
+    that lies in [0, size). Computed once per call, so the hot loops divide nothing.
+    """
+    cdef Py_ssize_t t
+    for t in range(lo.shape[0]):
+        lo[t] = first_inside(t * dilation - pad, stride)
+        hi[t] = stop_inside(t * dilation - pad, stride, size, out_size)
+        if hi[t] < lo[t]:
+            hi[t] = lo[t]

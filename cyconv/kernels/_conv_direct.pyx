@@ -10,17 +10,20 @@ under kernel tap (p, q) of output (i, j) is
     w = j * stride_w - pad_left + q * dilation_w
 
 and cells outside the input are zeros (zero padding). The loops below skip those cells
-rather than testing every one: for each tap, ``first_inside``/``stop_inside`` give the range
-of output rows i (and columns j) whose input cell is inside the image.
+rather than testing every one: ``inside_ranges`` computes, once per call, the output rows
+[row_lo[p], row_hi[p]) (and columns [col_lo[q], col_hi[q])) whose input cell under tap p
+(tap q) is inside the image.
 
 The arguments were checked in Python (cyconv.kernels.conv); nothing is checked here.
 Every output array must be zero (or hold the bias) on entry: the kernels accumulate.
 """
 
+import numpy as np
+
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._common cimport first_inside, stop_inside
+from ._common cimport inside_ranges
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
@@ -35,33 +38,32 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kH = weight.shape[2], kW = weight.shape[3]
     cdef Py_ssize_t out_per_group = C_out // groups
-    cdef Py_ssize_t plane, n, co, c, ci, p, q, i, j, h, w0, i_lo, i_hi, j_lo, j_hi
+    cdef Py_ssize_t[::1] row_lo = np.empty(kH, np.intp), row_hi = np.empty(kH, np.intp)
+    cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
+    cdef Py_ssize_t plane, n, co, c, ci, p, q, i, j, w0
     cdef floating tap
     cdef floating* y_row
     cdef const floating* x_row
 
+    inside_ranges(row_lo, row_hi, dilation_h, pad_top, stride_h, H, H_out)
+    inside_ranges(col_lo, col_hi, dilation_w, pad_left, stride_w, W, W_out)
     for plane in prange(N * C_out, nogil=True, schedule="static", num_threads=num_threads):
         n = plane // C_out
         co = plane % C_out
         for c in range(Cg):
             ci = (co // out_per_group) * Cg + c
             for p in range(kH):
-                i_lo = first_inside(p * dilation_h - pad_top, stride_h)
-                i_hi = stop_inside(p * dilation_h - pad_top, stride_h, H, H_out)
                 for q in range(kW):
                     tap = weight[co, c, p, q]
                     w0 = q * dilation_w - pad_left
-                    j_lo = first_inside(w0, stride_w)
-                    j_hi = stop_inside(w0, stride_w, W, W_out)
-                    for i in range(i_lo, i_hi):
-                        h = i * stride_h - pad_top + p * dilation_h
+                    for i in range(row_lo[p], row_hi[p]):
                         y_row = &y[n, co, i, 0]
-                        x_row = &x[n, ci, h, 0]
+                        x_row = &x[n, ci, i * stride_h - pad_top + p * dilation_h, 0]
                         if stride_w == 1:  # the same loop; contiguous, so the compiler vectorises it
-                            for j in range(j_lo, j_hi):
+                            for j in range(col_lo[q], col_hi[q]):
                                 y_row[j] += tap * x_row[j + w0]
                         else:
-                            for j in range(j_lo, j_hi):
+                            for j in range(col_lo[q], col_hi[q]):
                                 y_row[j] += tap * x_row[j * stride_w + w0]
 
 
@@ -79,11 +81,15 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_y, const floating[:, :, 
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
     cdef Py_ssize_t Cg = weight.shape[1], kH = weight.shape[2], kW = weight.shape[3]
     cdef Py_ssize_t out_per_group = C_out // groups
-    cdef Py_ssize_t plane, n, co, c, ci, g, p, q, i, j, h, w0, i_lo, i_hi, j_lo, j_hi
+    cdef Py_ssize_t[::1] row_lo = np.empty(kH, np.intp), row_hi = np.empty(kH, np.intp)
+    cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
+    cdef Py_ssize_t plane, n, co, c, ci, g, p, q, i, j, w0
     cdef floating tap
     cdef floating* gx_row
     cdef const floating* gy_row
 
+    inside_ranges(row_lo, row_hi, dilation_h, pad_top, stride_h, H, H_out)
+    inside_ranges(col_lo, col_hi, dilation_w, pad_left, stride_w, W, W_out)
     for plane in prange(N * C_in, nogil=True, schedule="static", num_threads=num_threads):
         n = plane // C_in
         ci = plane % C_in
@@ -91,22 +97,17 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_y, const floating[:, :, 
         c = ci % Cg
         for co in range(g * out_per_group, (g + 1) * out_per_group):
             for p in range(kH):
-                i_lo = first_inside(p * dilation_h - pad_top, stride_h)
-                i_hi = stop_inside(p * dilation_h - pad_top, stride_h, H, H_out)
                 for q in range(kW):
                     tap = weight[co, c, p, q]
                     w0 = q * dilation_w - pad_left
-                    j_lo = first_inside(w0, stride_w)
-                    j_hi = stop_inside(w0, stride_w, W, W_out)
-                    for i in range(i_lo, i_hi):
-                        h = i * stride_h - pad_top + p * dilation_h
-                        gx_row = &grad_x[n, ci, h, 0]
+                    for i in range(row_lo[p], row_hi[p]):
+                        gx_row = &grad_x[n, ci, i * stride_h - pad_top + p * dilation_h, 0]
                         gy_row = &grad_y[n, co, i, 0]
                         if stride_w == 1:  # the same loop; contiguous, so the compiler vectorises it
-                            for j in range(j_lo, j_hi):
+                            for j in range(col_lo[q], col_hi[q]):
                                 gx_row[j + w0] += tap * gy_row[j]
                         else:
-                            for j in range(j_lo, j_hi):
+                            for j in range(col_lo[q], col_hi[q]):
                                 gx_row[j * stride_w + w0] += tap * gy_row[j]
 
 
@@ -122,26 +123,29 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_y, const floating[:, :,
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
     cdef Py_ssize_t Cg = grad_weight.shape[1], kH = grad_weight.shape[2], kW = grad_weight.shape[3]
     cdef Py_ssize_t out_per_group = C_out // groups
-    cdef Py_ssize_t filt, n, co, c, ci, p, q, i, j, h, w0, i_lo, i_hi, j_lo, j_hi
+    cdef Py_ssize_t[::1] row_lo = np.empty(kH, np.intp), row_hi = np.empty(kH, np.intp)
+    cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
+    cdef Py_ssize_t filt, n, co, c, ci, p, q, i, j, w0
     cdef floating total
+    cdef const floating* gy_row
+    cdef const floating* x_row
 
+    inside_ranges(row_lo, row_hi, dilation_h, pad_top, stride_h, H, H_out)
+    inside_ranges(col_lo, col_hi, dilation_w, pad_left, stride_w, W, W_out)
     for filt in prange(C_out * Cg, nogil=True, schedule="static", num_threads=num_threads):
         co = filt // Cg
         c = filt % Cg
         ci = (co // out_per_group) * Cg + c
         for p in range(kH):
-            i_lo = first_inside(p * dilation_h - pad_top, stride_h)
-            i_hi = stop_inside(p * dilation_h - pad_top, stride_h, H, H_out)
             for q in range(kW):
-                j_lo = first_inside(q * dilation_w - pad_left, stride_w)
-                j_hi = stop_inside(q * dilation_w - pad_left, stride_w, W, W_out)
                 w0 = q * dilation_w - pad_left
                 total = 0
                 for n in range(N):
-                    for i in range(i_lo, i_hi):
-                        h = i * stride_h - pad_top + p * dilation_h
-                        for j in range(j_lo, j_hi):
-                            total = total + grad_y[n, co, i, j] * x[n, ci, h, j * stride_w + w0]
+                    for i in range(row_lo[p], row_hi[p]):
+                        gy_row = &grad_y[n, co, i, 0]
+                        x_row = &x[n, ci, i * stride_h - pad_top + p * dilation_h, 0]
+                        for j in range(col_lo[q], col_hi[q]):
+                            total = total + gy_row[j] * x_row[j * stride_w + w0]
                 grad_weight[co, c, p, q] = total
 
 

@@ -7,16 +7,19 @@ benchmarks can swap one for the other. Arguments are checked here, once, by
 Two algorithms compute the same numbers:
 
 - ``"direct"``: the loop-level kernel of ``_conv_direct.pyx``, the formula written as loops.
-  It needs no workspace and wins where there is little work per output (depthwise and
-  small-channel convolutions).
-- ``"im2col"``: ``_im2col.pyx`` copies receptive fields into the columns of a matrix, one
-  chunk of images at a time, and NumPy's BLAS does one large matrix product per chunk and
-  group. It wins where each output sums over many inputs (C_in/groups * kH * kW large).
+  It needs no workspace and wins where there is little work per output (depthwise
+  convolutions).
+- ``"im2col"``: ``_im2col.pyx`` copies the receptive fields of a band of output rows into
+  the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
+  runs that pipeline on its own bands. It wins where each output sums over many inputs
+  (C_in/groups * kH * kW large).
 
 ``algorithm="auto"`` (the default) picks one with :func:`choose_algorithm`.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -29,13 +32,13 @@ __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bia
 
 ALGORITHMS = ("auto", "direct", "im2col")
 
-#: Upper bound on the im2col workspace (bytes); the batch is processed in chunks of images
-#: whose columns fit in it (always at least one image).
-IM2COL_WORKSPACE_BYTES = 16 * 2**20
+#: Size (bytes) of one thread's im2col columns: blocks of output columns are chosen so that
+#: their columns fit, and stay in the cache between the copy and the matrix product.
+BAND_BYTES = 2**20
 
 #: Below this many multiply-adds per output value (C_in/groups * kH * kW), "auto" picks the
-#: direct loops; the BLAS product does not pay for the im2col copy there.
-DIRECT_MAX_REDUCTION = 32
+#: direct loops; the matrix product does not pay for the im2col copy there.
+DIRECT_MAX_REDUCTION = 16
 
 
 def choose_algorithm(geometry: geo.ConvGeometry) -> str:
@@ -55,56 +58,47 @@ def _loop_args(g: geo.ConvGeometry) -> tuple:
     return (g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.dilation[0], g.dilation[1])
 
 
-def _chunks(g: geo.ConvGeometry, itemsize: int):
-    """Yield (first image, number of images) so that one chunk's columns fit the workspace."""
-    column_bytes = g.in_channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w * itemsize
-    size = max(1, min(g.batch, IM2COL_WORKSPACE_BYTES // max(column_bytes, 1)))
-    for start in range(0, g.batch, size):
-        yield start, min(size, g.batch - start)
+def im2col_blocks(g: geo.ConvGeometry, itemsize: int, threads: int,
+                  whole_images: bool = False) -> tuple[int, int]:
+    """How the im2col kernels cut the output into blocks: (images per block, rows per band).
+
+    A block's columns should fit in BAND_BYTES, so that they stay in the cache between the
+    copy and the matrix product: small images go several to a block, large ones are cut
+    into bands of output rows (unless ``whole_images``; col2im needs whole images). Blocks
+    are made smaller when that gives every thread at least two of them.
+    """
+    column_rows = (g.in_channels // (g.groups if whole_images else 1)) * g.kernel_h * g.kernel_w
+    row_bytes = column_rows * g.out_w * itemsize            # the columns of one output row
+    enough = 2 * threads
+    if whole_images or row_bytes * g.out_h <= BAND_BYTES:
+        images = max(1, min(g.batch, BAND_BYTES // (row_bytes * g.out_h)))
+        # as many blocks as that needs, but at least `enough`, and a multiple of the threads
+        blocks = max(enough, -(-g.batch // images))
+        blocks = min(g.batch, -(-blocks // threads) * threads)
+        images = -(-g.batch // blocks)
+        if images > 1 or whole_images or g.batch >= enough:
+            return images, g.out_h
+    rows = max(1, min(g.out_h, BAND_BYTES // row_bytes))    # bands of rows of one image
+    while rows > 1 and g.batch * -(-g.out_h // rows) < enough:
+        rows = -(-rows // 2)
+    return 1, rows
 
 
-class _Workspace:
-    """Scratch matrices for the chunks of one call, allocated once and reused.
+def _workspace(name: str, threads: int, size: int, dtype) -> np.ndarray:
+    """A (threads, size) scratch matrix, kept per Python thread and reused across calls.
 
-    A fresh multi-megabyte array per chunk would be fresh memory from the OS each time,
+    A fresh multi-megabyte array per call would be fresh memory from the operating system,
     and touching its pages for the first time costs about as much as the im2col copy.
     """
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-        self.buffers = {}
-
-    def matrix(self, name: str, rows: int, columns: int) -> np.ndarray:
-        """A C-contiguous (rows, columns) matrix; its contents are garbage."""
-        size = rows * columns
-        buffer = self.buffers.get(name)
-        if buffer is None or buffer.size < size:
-            buffer = self.buffers[name] = np.empty(size, self.dtype)
-        return buffer[:size].reshape(rows, columns)
+    buffers = _local.__dict__.setdefault("buffers", {})
+    key = (name, np.dtype(dtype))
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < threads * size:
+        buffer = buffers[key] = np.empty(threads * size, dtype)
+    return buffer[:threads * size].reshape(threads, size)
 
 
-def _columns(x: np.ndarray, g: geo.ConvGeometry, start: int, count: int,
-             work: _Workspace) -> np.ndarray:
-    """Columns (C_in*kH*kW, count*H_out*W_out) of images start .. start+count-1."""
-    cols = work.matrix("cols", g.in_channels * g.kernel_h * g.kernel_w, count * g.out_h * g.out_w)
-    _im2col.im2col(x, cols, start, g.kernel_h, g.kernel_w, g.out_h, g.out_w, *_loop_args(g),
-                   get_num_threads())
-    return cols
-
-
-def _gradient_matrix(grad_planes: np.ndarray, start: int, count: int, threads: int,
-                     work: _Workspace) -> np.ndarray:
-    """grad_output of images start .. start+count-1 in the (C_out, count*H_out*W_out) layout."""
-    if count == 1:
-        return grad_planes[start]  # one image: its planes already are that matrix
-    n, channels, plane = grad_planes.shape
-    matrix = work.matrix("grad", channels, count * plane)
-    _im2col.nchw_to_gemm(grad_planes, matrix, start, threads)
-    return matrix
-
-
-def _group_rows(g: geo.ConvGeometry, group: int, per_group: int) -> slice:
-    return slice(group * per_group, (group + 1) * per_group)
+_local = threading.local()
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -126,23 +120,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         return y
 
     y = np.empty(g.output_shape, x.dtype)
-    y_planes = y.reshape(g.batch, g.out_channels, g.out_h * g.out_w)
-    w_matrix = weight.reshape(g.out_channels, -1)
-    in_rows, out_rows = w_matrix.shape[1], g.out_channels // g.groups
-    bias_vector = bias if bias is not None else np.empty(0, x.dtype)
-    work = _Workspace(x.dtype)
-    for start, count in _chunks(g, x.itemsize):
-        cols = _columns(x, g, start, count, work)
-        # One image per chunk: its (C_out, H_out*W_out) product *is* its output plane.
-        product = y_planes[start] if count == 1 else work.matrix("product", g.out_channels,
-                                                                   cols.shape[1])
-        for group in range(g.groups):
-            np.matmul(w_matrix[_group_rows(g, group, out_rows)], cols[_group_rows(g, group, in_rows)],
-                      out=product[_group_rows(g, group, out_rows)])
-        if count > 1:
-            _im2col.gemm_to_nchw(product, bias_vector, y_planes, start, bias is not None, threads)
-        elif bias is not None:
-            product += bias[:, None]
+    images, band = im2col_blocks(g, x.itemsize, threads)
+    width = images * band * g.out_w
+    columns = _workspace("columns", threads, g.in_channels * g.kernel_h * g.kernel_w * width, x.dtype)
+    product = _workspace("product", threads, g.out_channels * width if images > 1 else 1, x.dtype)
+    _im2col.conv2d_forward(x, weight.reshape(g.out_channels, -1),
+                           bias if bias is not None else np.empty(0, x.dtype),
+                           y.reshape(g.batch, g.out_channels, -1), columns, product, images, band,
+                           g.kernel_h, g.kernel_w, g.out_h, g.out_w, *_loop_args(g), g.groups,
+                           bias is not None, threads)
     return y
 
 
@@ -162,19 +148,16 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
         _conv_direct.conv2d_grad_input(grad_y, weight, grad_x, *_loop_args(g), g.groups, threads)
         return grad_x
 
-    w_matrix = weight.reshape(g.out_channels, -1)
-    in_rows, out_rows = w_matrix.shape[1], g.out_channels // g.groups
-    grad_planes = grad_y.reshape(g.batch, g.out_channels, g.out_h * g.out_w)
-    work = _Workspace(weight.dtype)
-    for start, count in _chunks(g, weight.itemsize):
-        grad_matrix = _gradient_matrix(grad_planes, start, count, threads, work)
-        grad_cols = work.matrix("cols", g.in_channels * g.kernel_h * g.kernel_w,
-                                grad_matrix.shape[1])
-        for group in range(g.groups):
-            out_slice, in_slice = _group_rows(g, group, out_rows), _group_rows(g, group, in_rows)
-            np.matmul(w_matrix[out_slice].T, grad_matrix[out_slice], out=grad_cols[in_slice])
-        _im2col.col2im(grad_cols, grad_x, start, g.kernel_h, g.kernel_w, g.out_h, g.out_w,
-                       *_loop_args(g), threads)
+    images, _ = im2col_blocks(g, weight.itemsize, threads, whole_images=True)
+    width = images * g.out_h * g.out_w
+    per_group = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
+    columns = _workspace("grad_columns", threads, per_group * width, weight.dtype)
+    gathered = _workspace("gathered", threads, (g.out_channels // g.groups) * width if images > 1 else 1,
+                          weight.dtype)
+    _im2col.conv2d_grad_input(grad_y.reshape(g.batch, g.out_channels, -1),
+                              weight.reshape(g.out_channels, -1), grad_x, columns, gathered, images,
+                              g.kernel_h, g.kernel_w, g.out_h, g.out_w, *_loop_args(g), g.groups,
+                              threads)
     return grad_x
 
 
@@ -194,18 +177,16 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
         _conv_direct.conv2d_grad_weight(grad_y, x, grad_w, *_loop_args(g), g.groups, threads)
         return grad_w
 
-    grad_w = np.zeros(g.weight_shape, x.dtype)
-    grad_w_matrix = grad_w.reshape(g.out_channels, -1)
-    in_rows, out_rows = grad_w_matrix.shape[1], g.out_channels // g.groups
-    grad_planes = grad_y.reshape(g.batch, g.out_channels, g.out_h * g.out_w)
-    work = _Workspace(x.dtype)
-    for start, count in _chunks(g, x.itemsize):
-        cols = _columns(x, g, start, count, work)
-        grad_matrix = _gradient_matrix(grad_planes, start, count, threads, work)
-        for group in range(g.groups):
-            out_slice, in_slice = _group_rows(g, group, out_rows), _group_rows(g, group, in_rows)
-            grad_w_matrix[out_slice] += grad_matrix[out_slice] @ cols[in_slice].T
-    return grad_w
+    images, band = im2col_blocks(g, x.itemsize, threads)
+    width = images * band * g.out_w
+    columns = _workspace("columns", threads, g.in_channels * g.kernel_h * g.kernel_w * width, x.dtype)
+    gathered = _workspace("gathered", threads, g.out_channels * width if images > 1 else 1, x.dtype)
+    partial = np.zeros((threads, g.out_channels, (g.in_channels // g.groups) * g.kernel_h * g.kernel_w),
+                       x.dtype)
+    _im2col.conv2d_grad_weight(x, grad_y.reshape(g.batch, g.out_channels, -1), partial, columns,
+                               gathered, images, band, g.kernel_h, g.kernel_w, g.out_h, g.out_w,
+                               *_loop_args(g), g.groups, threads)
+    return partial.sum(axis=0).reshape(g.weight_shape)
 
 
 def conv2d_grad_bias(grad_output) -> np.ndarray:

@@ -1,8 +1,14 @@
 """How many threads the kernels use.
 
-The Cython kernels run their ``prange`` loops on ``get_num_threads()`` OpenMP threads, and
-the matrix products of the im2col algorithm run in NumPy's BLAS, which has its own thread
-pool; ``set_num_threads`` sets both, so that "2 threads" means 2 threads everywhere.
+The Cython kernels run their ``prange`` loops on ``get_num_threads()`` OpenMP threads.
+NumPy's BLAS (used by the references and by the matrix products of the layers above) has
+its own thread pool; ``set_num_threads`` sets it too, so that "2 threads" means 2 threads
+everywhere.
+
+The im2col kernels call SciPy's BLAS from inside their OpenMP threads, every thread on its
+own piece of the batch: each of those calls must run on one thread, or the BLAS threads
+would compete with the OpenMP ones. So SciPy's BLAS is kept at one thread (when it is a
+library of its own, as in the PyPI wheels; a BLAS shared with NumPy is left alone).
 """
 
 from __future__ import annotations
@@ -29,6 +35,21 @@ def _default_num_threads() -> int:
 _num_threads = _default_num_threads()
 
 
+def _blas_controllers():
+    """(NumPy's BLAS controllers, the kernels' own BLAS controllers) from threadpoolctl."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load the kernels' BLAS before looking)
+    from threadpoolctl import ThreadpoolController
+
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    kernel_blas = [lib for lib in blas if "scipy" in lib.filepath and "numpy" not in lib.filepath]
+    return [lib for lib in blas if lib not in kernel_blas], kernel_blas
+
+
+_numpy_blas, _kernel_blas = _blas_controllers()
+for _lib in _kernel_blas:
+    _lib.set_num_threads(1)
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the kernels and in NumPy's BLAS from now on.
 
@@ -42,9 +63,8 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"number of threads must be at least 1, got {n}")
     _num_threads = n
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=n, user_api="blas")
+    for lib in _numpy_blas:
+        lib.set_num_threads(n)
 
 
 def get_num_threads() -> int:
