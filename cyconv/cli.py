@@ -22,7 +22,8 @@ def _print_matrix(title: str, matrix: np.ndarray) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """Find the edges of a small picture with a Sobel kernel, then max-pool the edge map."""
-    kernels.set_num_threads(args.threads) if args.threads else None
+    if args.threads is not None:
+        kernels.set_num_threads(args.threads)
     image = np.zeros((1, 1, 8, 8), np.float32)
     image[0, 0, 2:6, 2:6] = 1.0                       # a bright square on a dark ground
     sobel_x = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32).reshape(1, 1, 3, 3)
