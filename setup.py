@@ -52,8 +52,9 @@ def openmp_flags():
 
 omp = openmp_flags()
 if omp is None:
-    sys.stderr.write("\n*** cyconv: the C compiler does not support OpenMP; building the serial "
-                     "kernels (correct, but single-threaded). ***\n\n")
+    sys.stderr.write("\n*** cyconv: no OpenMP (the C compiler refused -fopenmp, or "
+                     "CYCONV_DISABLE_OPENMP is set); building the serial kernels (correct, but "
+                     "single-threaded). ***\n\n")
     compile_args, link_args = [], []
 else:
     compile_args, link_args = omp

@@ -64,7 +64,7 @@ def _as_array(data, dtype=None) -> np.ndarray:
     if dtype is not None:
         return np.array(data, dtype=dtype)
     array = np.array(data)
-    if array.dtype.kind == "f" and not isinstance(data, np.ndarray):
+    if array.dtype.kind == "f" and not isinstance(data, (np.ndarray, np.generic)):
         array = array.astype(np.float32)  # Python floats and lists of them: float32
     elif array.dtype.kind not in "fiub":
         raise TypeError(f"Tensor data must be numbers, got dtype {array.dtype}")
@@ -129,7 +129,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same data, cut from the graph (shares memory, as in PyTorch)."""
-        return Tensor(self.data)
+        return _wrap(self.data)
 
     def numpy(self) -> np.ndarray:
         """The underlying ndarray (shares memory)."""
@@ -374,18 +374,28 @@ def as_tensor(value, like: Tensor | None = None) -> Tensor:
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """Make a new leaf Tensor (copying ``data``), as ``torch.tensor``."""
-    return Tensor(np.array(_data(data), copy=True) if dtype is None else data,
-                  requires_grad=requires_grad, dtype=dtype)
+    return Tensor(_data(data), requires_grad=requires_grad, dtype=dtype)  # Tensor() copies
+
+
+def _wrap(array) -> Tensor:
+    """A Tensor around ``array`` itself, without the copy ``Tensor(array)`` makes."""
+    out = Tensor.__new__(Tensor)
+    out.data = np.asarray(array)
+    out.grad = None
+    out._parents, out._backward, out._op = (), None, ""
+    out.requires_grad = False
+    return out
 
 
 def make_op(out_data: np.ndarray, parents: tuple, backward, name: str) -> Tensor:
     """Wrap the result of an operation into a Tensor that remembers how it was made.
 
     ``backward(grad_out)`` must return one gradient (ndarray or None) per parent. When no
-    parent requires grad, or inside ``no_grad()``, nothing is recorded.
+    parent requires grad, or inside ``no_grad()``, nothing is recorded (nor for integer or
+    boolean results, which have no gradient). ``out_data`` is not copied.
     """
-    out = Tensor(out_data)
-    if is_grad_enabled() and any(p.requires_grad for p in parents):
+    out = _wrap(out_data)
+    if out.dtype.kind == "f" and is_grad_enabled() and any(p.requires_grad for p in parents):
         out._parents = parents
         out._backward = backward
         out._op = name
@@ -496,9 +506,11 @@ def matmul(a, b) -> Tensor:
         a2 = a.data[None, :] if a.ndim == 1 else a.data
         b2 = b.data[:, None] if b.ndim == 1 else b.data
         g2 = g
-        if a.ndim == 1:
+        if a.ndim == 1 and b.ndim == 1:
+            g2 = np.reshape(g2, (1, 1))  # vector @ vector: g is 0-D
+        elif a.ndim == 1:
             g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
+        elif b.ndim == 1:
             g2 = np.expand_dims(g2, -1)
         grad_a = g2 @ np.swapaxes(b2, -1, -2)
         grad_b = np.swapaxes(a2, -1, -2) @ g2

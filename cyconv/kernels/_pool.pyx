@@ -30,6 +30,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long 
     cdef Py_ssize_t H_out = y.shape[1], W_out = y.shape[2]
     cdef Py_ssize_t s, i, j, p, q, h, w, best_at
     cdef floating best, value
+    cdef const floating* x_row
 
     for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
         for i in range(H_out):
@@ -40,12 +41,13 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long 
                     h = i * stride_h - pad_h + p * dilation_h
                     if h < 0 or h >= H:
                         continue
+                    x_row = &x[s, h, 0]
                     for q in range(kW):
                         w = j * stride_w - pad_w + q * dilation_w
                         if w < 0 or w >= W:
                             continue
-                        value = x[s, h, w]
-                        if best_at < 0 or value > best or value != value:
+                        value = x_row[w]
+                        if best_at < 0 or value > best or value != value:  # first, larger, NaN
                             best = value
                             best_at = h * W + w
                 y[s, i, j] = best
