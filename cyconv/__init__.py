@@ -19,13 +19,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from . import geometry, kernels, reference  # noqa: E402
+from . import functional, geometry, kernels, reference  # noqa: E402
 from .autograd import Tensor, cat, enable_grad, no_grad, stack, tensor  # noqa: E402
 from .kernels import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
+from .gradient_check import GradcheckError, gradcheck  # noqa: E402
 from .random import manual_seed  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["geometry", "kernels", "reference", "get_num_threads", "set_num_threads",
            "openmp_enabled", "Tensor", "tensor", "no_grad", "enable_grad", "cat", "stack",
-           "manual_seed", "__version__"]
+           "manual_seed", "functional", "gradcheck", "GradcheckError", "__version__"]
