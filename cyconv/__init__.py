@@ -24,9 +24,10 @@ from .autograd import Tensor, cat, enable_grad, no_grad, stack, tensor  # noqa: 
 from .kernels import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from .gradient_check import GradcheckError, gradcheck  # noqa: E402
 from .random import manual_seed  # noqa: E402
+from . import models, nn  # noqa: E402  (after functional, which nn re-exports)
 
 __version__ = "0.1.0"
 
 __all__ = ["geometry", "kernels", "reference", "get_num_threads", "set_num_threads",
            "openmp_enabled", "Tensor", "tensor", "no_grad", "enable_grad", "cat", "stack",
-           "manual_seed", "functional", "gradcheck", "GradcheckError", "__version__"]
+           "manual_seed", "functional", "gradcheck", "GradcheckError", "nn", "models", "__version__"]

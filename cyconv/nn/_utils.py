@@ -83,7 +83,3 @@ def check_input_dtype(x: Tensor, dtype, layer: str) -> None:
         fix = "x.float() or model.double()" if x.dtype == np.float64 else "x.double() or model.float()"
         raise TypeError(f"{layer} has {np.dtype(dtype)} parameters but the input is {x.dtype}; "
                         f"convert one of them ({fix})")
-
-
-def ndim_name(shape) -> str:
-    return f"{len(shape)}-D input of shape {tuple(shape)}"
