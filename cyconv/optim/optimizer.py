@@ -141,10 +141,8 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError(f"an optimizer can only optimize Tensors, but {where} is "
                                 f"{type(p).__name__}")
-            if not p.requires_grad:
-                raise ValueError(f"{where} (shape {tuple(p.shape)}) does not require "
-                                 f"gradients: it would never be updated. Create it with "
-                                 f"requires_grad=True, or leave it out of the optimizer")
+            # a frozen parameter (requires_grad False) is accepted, as in PyTorch: it gets
+            # no gradient, so step() leaves it alone, and unfreezing it later just works
             if not p.is_leaf:
                 raise ValueError(f"{where} (shape {tuple(p.shape)}) is not a leaf Tensor "
                                  f"(it is the result of an operation); only leaves can be "
