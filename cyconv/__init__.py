@@ -9,7 +9,8 @@ The package is built in layers, each using only the ones below it:
 - ``cyconv.functional``: convolution, pooling, activations, losses... on Tensors.
 - ``cyconv.nn``: Module and the layers; ``cyconv.optim``: SGD, Adam, AdamW;
   ``cyconv.save`` / ``cyconv.load``: state dicts and checkpoints as .npz.
-- ``cyconv.models``: LeNet-5 and other small classic CNNs.
+- ``cyconv.models``: LeNet-5 and other small classic CNNs; ``cyconv.data``: datasets, the
+  DataLoader, transforms and the built-in 8x8 digits.
 """
 
 import os
@@ -29,11 +30,11 @@ from .autograd import Tensor, cat, enable_grad, no_grad, stack, tensor  # noqa: 
 from .kernels import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from .gradient_check import GradcheckError, gradcheck  # noqa: E402
 from .random import manual_seed  # noqa: E402
-from . import models, nn, optim  # noqa: E402  (after functional, which nn re-exports)
+from . import data, models, nn, optim  # noqa: E402  (after functional, which nn re-exports)
 from .serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["geometry", "kernels", "reference", "get_num_threads", "set_num_threads",
            "openmp_enabled", "Tensor", "tensor", "no_grad", "enable_grad", "cat", "stack",
-           "manual_seed", "functional", "gradcheck", "GradcheckError", "nn", "models", "optim", "save", "load", "__version__"]
+           "manual_seed", "functional", "gradcheck", "GradcheckError", "nn", "models", "optim", "save", "load", "data", "__version__"]
