@@ -9,7 +9,8 @@ pyproject.toml is ``tests``).
 
 - The cases are the ones of ``cyconv.benchmark.build_cases``, built once, at collection:
   every array is allocated once per session. Each test is one (case, implementation) pair;
-  a case is a shape and a pass (conv: forward, fwd+bwd; pooling: forward, backward).
+  a case is a shape and a pass (conv: forward, fwd+bwd; pooling: forward, backward;
+  training: "train step" of a whole model, cyconv and torch only: there is no NumPy model).
 - ``benchmark.group`` is "<shape> <pass>", so that pytest-benchmark's table puts cyconv,
   numpy and torch of the same case next to each other.
 - PyTorch is optional: without it, its benchmarks are skipped.
@@ -40,6 +41,7 @@ import numpy as np
 import pytest
 
 IMPLEMENTATIONS = ("cyconv", "numpy", "torch")
+TRAIN_IMPLEMENTATIONS = ("cyconv", "torch")  # the training steps have no NumPy version
 DTYPE = np.float32
 _ROUND_SECONDS = 1e-3  # calls shorter than this are grouped into rounds of about this long
 _MAX_ROUNDS = 1000
@@ -56,7 +58,7 @@ def _import_torch():
 
 torch = _import_torch()
 import cyconv  # noqa: E402  (after the OpenMP setting)
-from cyconv.benchmark import CONV_SHAPES, POOL_SHAPES, build_cases  # noqa: E402
+from cyconv.benchmark import CONV_SHAPES, POOL_SHAPES, TRAIN_CASES, build_cases  # noqa: E402
 
 
 def _threads_from_env() -> int:
@@ -82,14 +84,22 @@ def _cases() -> tuple:
     return tuple(build_cases(None, DTYPE, torch))
 
 
+_KINDS = (("conv_case", CONV_SHAPES, IMPLEMENTATIONS),
+          ("pool_case", POOL_SHAPES, IMPLEMENTATIONS),
+          ("train_case", TRAIN_CASES, TRAIN_IMPLEMENTATIONS))
+
+
 def pytest_generate_tests(metafunc):
-    """Parametrise ``conv_case``/``pool_case`` x ``impl`` over every case of that kind."""
-    for argname, shapes in (("conv_case", CONV_SHAPES), ("pool_case", POOL_SHAPES)):
+    """Parametrise ``conv_case``/``pool_case``/``train_case`` x ``impl`` over every case of
+    that kind and the implementations that kind has. Ids are ``<case>-<pass>-<impl>``, with
+    spaces as underscores (``train_lenet5-train_step-torch``)."""
+    for argname, shapes, implementations in _KINDS:
         if argname in metafunc.fixturenames:
             pairs = [(case, impl) for case in _cases() if case.name in shapes
-                     for impl in IMPLEMENTATIONS]
+                     for impl in implementations]
             metafunc.parametrize((argname, "impl"), pairs,
-                                 ids=[f"{case.name}-{case.step}-{impl}" for case, impl in pairs])
+                                 ids=[f"{case.name}-{case.step}-{impl}".replace(" ", "_")
+                                      for case, impl in pairs])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,5 @@
-"""Side-by-side timings: cyconv's kernels against the NumPy reference (and PyTorch).
+"""Side-by-side timings: cyconv's kernels against the NumPy reference (and PyTorch), and
+whole training steps of small models against PyTorch.
 
 Every implementation runs in the same process on the same arrays, interleaved (one call of
 each in turn, repeated), with the same number of threads, and the median of the repeats is
@@ -12,13 +13,16 @@ reported: on a shared machine only ratios measured this way mean much.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels, reference
+from . import functional, kernels, models, nn, optim, reference
+from . import random as cyconv_random
+from .autograd import Tensor, no_grad
 from .geometry import conv2d_geometry
 
 #: The convolution shapes of the kernels issue:
@@ -45,6 +49,17 @@ POOL_SHAPES = {
     "avg2x2_56": ((8, 64, 56, 56), "avg", 2, 2, 0),
     "avg3x3s2_56": ((8, 64, 56, 56), "avg", 3, 2, 1),
 }
+
+#: Whole training steps of a model: name -> (model name for ``cyconv.models.get_model``,
+#: its keyword arguments, batch size, shape of one input sample (C, H, W)). There is no NumPy
+#: implementation of these: cyconv runs against its PyTorch twin (cyconv.models.torch_twins).
+TRAIN_CASES = {
+    "train_lenet5": ("lenet5", {"input_size": 28, "num_classes": 10}, 64, (1, 28, 28)),
+    "train_resnet_small": ("resnet_small", {"num_classes": 10}, 32, (3, 32, 32)),
+}
+
+#: the optimizer of the training-step cases: SGD(lr=TRAIN_LR, momentum=TRAIN_MOMENTUM)
+TRAIN_LR, TRAIN_MOMENTUM = 0.01, 0.9
 
 
 @dataclass
@@ -140,6 +155,96 @@ def _pool_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
     return [Case(name, "forward", flops, fwd), Case(name, "backward", flops, bwd)]
 
 
+@contextlib.contextmanager
+def _seeded_init(seed: int):
+    """cyconv's generator seeded with ``seed`` inside, put back as it was afterwards: the
+    models of the training cases get the same weights on every run, and the caller's random
+    stream is not disturbed."""
+    saved = cyconv_random.generator().bit_generator.state
+    cyconv_random.manual_seed(seed)
+    try:
+        yield
+    finally:
+        cyconv_random.generator().bit_generator.state = saved
+
+
+def forward_flops(model, x: np.ndarray) -> int:
+    """FLOPs of the convolutions and linear layers in one forward pass of ``model`` on ``x``.
+
+    A multiply-add counts as two FLOPs, as in ``conv2d_geometry(...).flops``: a convolution
+    output element costs 2 x (C_in / groups) x kH x kW, a linear output element
+    2 x in_features. Biases, activations, pooling and normalisation are not counted. The
+    pass runs in eval mode without a graph, so no BatchNorm statistics move.
+    """
+    total = []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            weight = module.weight.shape
+            total.append(2 * output.data.size * weight[1] * weight[2] * weight[3])
+        else:
+            total.append(2 * output.data.size * module.in_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with no_grad():
+            model(Tensor(x))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return int(sum(total))
+
+
+def _train_case(name: str, spec: tuple, dtype, torch=None, seed: int = 0) -> list[Case]:
+    """One training step (forward, cross-entropy, zero_grad, backward, SGD step) of a model
+    in training mode, for cyconv and for its PyTorch twin holding the same weights.
+
+    The batch and the starting weights are fixed by ``seed`` (not by the cases built before:
+    selecting other cases does not change them). The weights keep training from call to call
+    on the same batch, as in a real loop; both libraries do the same amount of work per call
+    whatever the weights are.
+    """
+    model_name, kwargs, batch, sample_shape = spec
+    with _seeded_init(seed):
+        model = models.get_model(model_name, **kwargs)
+    model.to(dtype).train()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *sample_shape)).astype(dtype)
+    target = rng.integers(0, model.num_classes, batch)
+    flops = 3 * forward_flops(model, x)  # backward: grad-input + grad-weight, each ~ forward
+    optimizer = optim.SGD(model.parameters(), lr=TRAIN_LR, momentum=TRAIN_MOMENTUM)
+
+    def cyconv_step():
+        loss = functional.cross_entropy(model(Tensor(x)), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    runs = {"cyconv": cyconv_step}
+    if torch is not None:
+        from .models.torch_twins import torch_twin
+
+        twin = torch_twin(model_name, **kwargs)
+        twin.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+        twin.load_state_dict({key: torch.from_numpy(value)
+                              for key, value in model.state_dict().items()})
+        twin.train()
+        torch_optimizer = torch.optim.SGD(twin.parameters(), lr=TRAIN_LR, momentum=TRAIN_MOMENTUM)
+        tx, ttarget = torch.from_numpy(x), torch.from_numpy(target)
+
+        def torch_step():
+            loss = torch.nn.functional.cross_entropy(twin(tx), ttarget)
+            torch_optimizer.zero_grad()
+            loss.backward()
+            torch_optimizer.step()
+        runs["torch"] = torch_step
+    return [Case(name, "train step", float(flops), runs)]
+
+
 def measure(case: Case, repeats: int, min_time: float = 0.05, setups: dict | None = None) -> dict[str, float]:
     """Median seconds per call of each implementation, interleaved.
 
@@ -147,6 +252,8 @@ def measure(case: Case, repeats: int, min_time: float = 0.05, setups: dict | Non
     (calibrated once), so that very short kernels are not timer noise. ``setups`` may give,
     per implementation, a callable run (untimed) before each of its samples.
     """
+    if not case.runs:
+        raise ValueError(f"case {case.name} {case.step} has no implementation to time")
     setups = setups or {}
     loops = {}
     for label, run in case.runs.items():
@@ -182,8 +289,11 @@ def _load_torch(use_torch: bool):
 
 
 def build_cases(names=None, dtype=np.float32, torch=None, seed=0) -> list[Case]:
-    """The benchmark cases (all, or those named), with their arrays allocated."""
-    known = list(CONV_SHAPES) + list(POOL_SHAPES)
+    """The benchmark cases (all, or those named), with their arrays (and models) allocated.
+
+    Convolutions, then pooling, then the training steps (``TRAIN_CASES``).
+    """
+    known = list(CONV_SHAPES) + list(POOL_SHAPES) + list(TRAIN_CASES)
     if names is not None:
         unknown = [name for name in names if name not in known]
         if unknown or not names:
@@ -196,22 +306,36 @@ def build_cases(names=None, dtype=np.float32, torch=None, seed=0) -> list[Case]:
     for name, spec in POOL_SHAPES.items():
         if names is None or name in names:
             cases += _pool_case(name, spec, dtype, rng, torch)
+    for name, spec in TRAIN_CASES.items():
+        if names is None or name in names:
+            cases += _train_case(name, spec, dtype, torch, seed)
     return cases
 
 
 def _format_table(rows: list[dict], with_torch: bool) -> str:
+    """The markdown table; an implementation a case does not have (numpy for the training
+    steps) shows "-", and so do the ratios that would need it."""
     header = ["shape", "pass", "cyconv ms", "numpy ms"]
     header += ["torch ms"] if with_torch else []
     header += ["numpy / cyconv"] + (["torch / cyconv"] if with_torch else []) + ["cyconv GFLOP/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def ms(row, label):
+        return f"{row[label] * 1e3:.3f}" if row.get(label) is not None else "-"
+
+    def ratio(row, label):
+        if row.get(label) is None or row.get("cyconv") is None:
+            return "-"
+        return f"{row[label] / row['cyconv']:.2f}x"
+
     for row in rows:
-        cells = [row["name"], row["step"], f"{row['cyconv'] * 1e3:.3f}", f"{row['numpy'] * 1e3:.3f}"]
+        cells = [row["name"], row["step"], ms(row, "cyconv"), ms(row, "numpy")]
         if with_torch:
-            cells.append(f"{row['torch'] * 1e3:.3f}")
-        cells.append(f"{row['numpy'] / row['cyconv']:.2f}x")
+            cells.append(ms(row, "torch"))
+        cells.append(ratio(row, "numpy"))
         if with_torch:
-            cells.append(f"{row['torch'] / row['cyconv']:.2f}x")
-        cells.append(f"{row['flops'] / row['cyconv'] / 1e9:.1f}")
+            cells.append(ratio(row, "torch"))
+        cells.append(f"{row['flops'] / row['cyconv'] / 1e9:.1f}" if row.get("cyconv") else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -228,7 +352,7 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
         medians = measure(case, repeats)
         rows.append(dict(name=case.name, step=case.step, flops=case.flops, **medians))
         if progress:
-            progress(f"  {case.name:<12} {case.step:<8} " + "  ".join(
+            progress(f"  {case.name:<18} {case.step:<10} " + "  ".join(
                 f"{label} {seconds * 1e3:8.3f} ms" for label, seconds in medians.items()))
     return _format_table(rows, torch is not None)
 

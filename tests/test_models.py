@@ -7,6 +7,7 @@ import pytest
 
 import cyconv
 from cyconv import Tensor, models, nn
+from cyconv.models.torch_twins import torch_twin
 
 
 def rand(*shape, seed=0):
@@ -193,69 +194,17 @@ def test_forward_backward_gives_finite_gradients_for_every_parameter(name, input
 
 # --- PyTorch twins ------------------------------------------------------------------------------
 
-def _torch_lenet5(torch):
-    tnn = torch.nn
+# The twins are cyconv.models.torch_twins.torch_twin (tests/test_torch_parity.py checks them in
+# depth: gradients, optimizer steps, every model).
 
-    class LeNet5(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = tnn.Sequential(tnn.Conv2d(1, 6, 5), tnn.ReLU(), tnn.MaxPool2d(2, 2),
-                                           tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2, 2))
-            self.classifier = tnn.Sequential(tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84),
-                                             tnn.ReLU(), tnn.Linear(84, 10))
-
-        def forward(self, x):
-            return self.classifier(torch.flatten(self.features(x), 1))
-    return LeNet5()
-
-
-def _torch_resnet_small(torch):
-    tnn = torch.nn
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, c_in, c_out, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(c_out)
-            self.relu = tnn.ReLU()
-            self.conv2 = tnn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(c_out)
-            self.downsample = None
-            if stride != 1 or c_in != c_out:
-                self.downsample = tnn.Sequential(tnn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                                 tnn.BatchNorm2d(c_out))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity)
-
-    class ResNetSmall(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(16)
-            self.relu = tnn.ReLU()
-            self.layer1 = tnn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 16, 1))
-            self.layer2 = tnn.Sequential(BasicBlock(16, 32, 2), BasicBlock(32, 32, 1))
-            self.layer3 = tnn.Sequential(BasicBlock(32, 64, 2), BasicBlock(64, 64, 1))
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(64, 10)
-
-        def forward(self, x):
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-    return ResNetSmall()
-
-
-@pytest.mark.parametrize("name, twin, input_shape", [
-    ("lenet5", _torch_lenet5, (3, 1, 32, 32)),
-    ("resnet_small", _torch_resnet_small, (3, 3, 16, 16)),
+@pytest.mark.parametrize("name, input_shape", [
+    ("lenet5", (3, 1, 32, 32)),
+    ("resnet_small", (3, 3, 16, 16)),
 ])
-def test_models_match_their_torch_twins(name, twin, input_shape):
+def test_models_match_their_torch_twins(name, input_shape):
     torch = pytest.importorskip("torch")
     ours = models.get_model(name)
-    theirs = twin(torch)
+    theirs = torch_twin(name)
     ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
     assert list(ours_sd) == list(theirs_sd)
     assert {k: v.shape for k, v in ours_sd.items()} == {k: tuple(v.shape) for k, v in theirs_sd.items()}
