@@ -323,11 +323,10 @@ def flatten(input, start_dim: int = 1, end_dim: int = -1) -> Tensor:
 def relu(input) -> Tensor:
     """max(x, 0), elementwise."""
     x = _float_tensor(input, "input")
-    positive = x.data > 0
+    out = kernels.relu(x.data)
 
     # d relu / dx = 1 where x > 0, else 0 (we take 0 at x == 0, as PyTorch)
-    return make_op(np.where(positive, x.data, 0).astype(x.dtype, copy=False), (x,),
-                   lambda g: (g * positive,), "ReluBackward")
+    return make_op(out, (x,), lambda g: (kernels.relu_grad_input(g, out),), "ReluBackward")
 
 
 def leaky_relu(input, negative_slope: float = 0.01) -> Tensor:
@@ -558,6 +557,36 @@ def _check_running(stat, name: str, channels: int) -> np.ndarray | None:
     return array
 
 
+def _batch_norm_batch_stats(x, w, b, r_mean, r_var, training, momentum, eps, m):
+    """batch_norm with this batch's statistics (the compiled kernels do the passes)."""
+    if m <= 1:
+        raise ValueError(f"batch_norm in training needs more than one value per channel, "
+                         f"got input of shape {x.shape}")
+    channels = x.shape[1]
+    weight = np.ones(channels, x.dtype) if w is None and b is not None else (
+        None if w is None else w.data)
+    bias = np.zeros(channels, x.dtype) if b is None and w is not None else (
+        None if b is None else b.data)
+    out, mean, var = kernels.batch_norm_forward(x.data, weight, bias, eps)
+    if training and r_mean is not None:
+        # running = (1 - momentum) running + momentum batch_stat, with the unbiased variance
+        r_mean *= 1 - momentum
+        r_mean += momentum * mean
+        r_var *= 1 - momentum
+        r_var += momentum * var * (m / (m - 1))
+
+    def backward(g):
+        # the mean and the variance depend on x too: see kernels.batch_norm_backward
+        grad_x, grad_w, grad_b = kernels.batch_norm_backward(g, x.data, weight, mean, var, eps,
+                                                             needs_grad_input=x.requires_grad)
+        grads = {"weight": grad_w.astype(x.dtype), "bias": grad_b.astype(x.dtype)}
+        return (grad_x,) + tuple(grads[name] for name, p in (("weight", w), ("bias", b))
+                                 if p is not None)
+
+    parents = (x,) + tuple(p for p in (w, b) if p is not None)
+    return make_op(out, parents, backward, "BatchNormBackward")
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """Batch normalisation over the batch (and spatial) dimensions of each channel.
@@ -588,41 +617,24 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
     axes = (0,) + tuple(range(2, x.ndim))               # all but the channel dimension
     per_channel = (1, channels) + (1,) * (x.ndim - 2)   # shape that broadcasts over x
     m = x.data.size // max(channels, 1)                 # values per channel
-    use_batch = training or r_mean is None
-    if use_batch:
-        if m <= 1:
-            raise ValueError(f"batch_norm in training needs more than one value per channel, "
-                             f"got input of shape {x.shape}")
-        mean = x.data.mean(axis=axes)
-        var = x.data.var(axis=axes)                       # biased: divides by m
-        if training and r_mean is not None:
-            r_mean *= 1 - momentum
-            r_mean += momentum * mean
-            r_var *= 1 - momentum
-            r_var += momentum * var * (m / (m - 1))       # unbiased: divides by m - 1
-    else:
-        mean, var = r_mean.astype(x.dtype, copy=False), r_var.astype(x.dtype, copy=False)
+    if training or r_mean is None:
+        return _batch_norm_batch_stats(x, w, b, r_mean, r_var, training, momentum, eps, m)
 
-    inv_std = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False).reshape(per_channel)
-    x_hat = (x.data - mean.reshape(per_channel)) * inv_std
-    out = x_hat if w is None else x_hat * w.data.reshape(per_channel)
-    if b is not None:
-        out = out + b.data.reshape(per_channel)
+    # evaluation: the running statistics are constants, so this is a per-channel scaling
+    # y = x * scale + shift, and dL/dx = g * scale
+    inv_std = 1 / np.sqrt(r_var.astype(np.float64) + eps)
+    scale = inv_std * (1.0 if w is None else w.data)
+    shift = -r_mean * scale + (0.0 if b is None else b.data)
+    x_hat = None
+    if _needs_grad(w):
+        x_hat = ((x.data - r_mean.reshape(per_channel)) * inv_std.reshape(per_channel)).astype(x.dtype)
+    scale = scale.astype(x.dtype).reshape(per_channel)
+    out = x.data * scale + shift.astype(x.dtype).reshape(per_channel)
 
     def backward(g):
         grad_w = (g * x_hat).sum(axis=axes) if _needs_grad(w) else None   # dL/dw = sum g x_hat
         grad_b = g.sum(axis=axes) if _needs_grad(b) else None             # dL/db = sum g
-        grad_x = None
-        if x.requires_grad:
-            g_hat = g if w is None else g * w.data.reshape(per_channel)   # dL/dx_hat
-            if use_batch:
-                # mean and var depend on x too; the classic result, sums over a channel:
-                # dL/dx = inv_std / m * (m g_hat - sum g_hat - x_hat * sum(g_hat x_hat))
-                sum_g = g_hat.sum(axis=axes).reshape(per_channel)
-                sum_gx = (g_hat * x_hat).sum(axis=axes).reshape(per_channel)
-                grad_x = (inv_std / m) * (m * g_hat - sum_g - x_hat * sum_gx)
-            else:
-                grad_x = g_hat * inv_std          # running stats are constants: a scaling
+        grad_x = g * scale if x.requires_grad else None
         # one gradient per parent: x, then weight and bias if they were given
         return (grad_x,) + tuple(grad for grad, p in ((grad_w, w), (grad_b, b)) if p is not None)
 

@@ -56,6 +56,12 @@ __all__ = [
     "adaptive_avg_pool2d_loops",
     "adaptive_avg_pool2d_grad_input",
     "adaptive_avg_pool2d_grad_input_loops",
+    "relu",
+    "relu_grad_input",
+    "batch_norm_forward",
+    "batch_norm_forward_loops",
+    "batch_norm_backward",
+    "batch_norm_backward_loops",
 ]
 
 
@@ -617,3 +623,105 @@ def adaptive_avg_pool2d_grad_input(grad_output, input_shape):
     rows = _adaptive_matrix(input_shape[2], out_h, gout.dtype)        # (H_out, H)
     cols = _adaptive_matrix(input_shape[3], out_w, gout.dtype)        # (W_out, W)
     return np.ascontiguousarray(rows.T @ gout @ cols)
+
+
+# ---------------------------------------------------------------------------------------
+# ReLU and batch normalisation
+# ---------------------------------------------------------------------------------------
+
+def relu(input):
+    """max(x, 0), elementwise."""
+    x = geometry.as_float_array(input, "input")
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def relu_grad_input(grad_output, output):
+    """grad_output where the output was positive, else 0: d max(x, 0) / dx (0 at x = 0)."""
+    g = geometry.as_float_array(grad_output, "grad_output")
+    y = geometry.as_float_array(output, "output")
+    if g.shape != y.shape:
+        raise ValueError(f"grad_output must have the output's shape {y.shape}, got {g.shape}")
+    return np.where(y > 0, g, 0).astype(g.dtype, copy=False)
+
+
+def _batch_norm_axes(x):
+    if x.ndim < 2:
+        raise ValueError(f"input must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
+    return (0,) + tuple(range(2, x.ndim)), (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batch_norm_forward_loops(input, weight=None, bias=None, eps=1e-5):
+    """Training-mode batch norm, one channel at a time: (output, mean, var).
+
+    For channel c, with the m = N * H * W values v of that channel:
+        mean = sum(v) / m,  var = sum((v - mean)^2) / m,  y = (v - mean) / sqrt(var + eps) * w + b
+    """
+    x = geometry.as_float_array(input, "input")
+    _batch_norm_axes(x)
+    y = np.empty_like(x)
+    mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
+    for c in range(x.shape[1]):
+        values = x[:, c].astype(np.float64)
+        m = values.size
+        mean[c] = values.sum() / m
+        var[c] = ((values - mean[c]) ** 2).sum() / m
+        normalised = (values - mean[c]) / np.sqrt(var[c] + eps)
+        if weight is not None:
+            normalised = normalised * weight[c] + bias[c]
+        y[:, c] = normalised
+    return y, mean, var
+
+
+def batch_norm_forward(input, weight=None, bias=None, eps=1e-5):
+    """Training-mode batch norm, all channels at once: (output, mean (C,), var (C,)) float64 stats."""
+    x = geometry.as_float_array(input, "input")
+    axes, per_channel = _batch_norm_axes(x)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=axes), x64.var(axis=axes)
+    y = (x64 - mean.reshape(per_channel)) / np.sqrt(var.reshape(per_channel) + eps)
+    if weight is not None:
+        y = y * np.reshape(weight, per_channel) + np.reshape(bias, per_channel)
+    return y.astype(x.dtype), mean, var
+
+
+def batch_norm_backward_loops(grad_output, input, weight, mean, var, eps=1e-5,
+                              needs_grad_input=True):
+    """Gradients of training-mode batch norm, one channel at a time.
+
+    With x_hat = (v - mean) / sqrt(var + eps) and g the output gradient of the channel:
+        grad_bias = sum(g),  grad_weight = sum(g * x_hat),
+        grad_input = w / sqrt(var + eps) / m * (m g - grad_bias - x_hat grad_weight)
+    (the mean and the variance depend on every value of the channel, hence the two sums).
+    """
+    x = geometry.as_float_array(input, "input")
+    g = geometry.as_float_array(grad_output, "grad_output")
+    grad_x = np.empty_like(x)
+    grad_w, grad_b = np.empty(x.shape[1]), np.empty(x.shape[1])
+    for c in range(x.shape[1]):
+        inv_std = 1 / np.sqrt(var[c] + eps)
+        x_hat = (x[:, c].astype(np.float64) - mean[c]) * inv_std
+        gc = g[:, c].astype(np.float64)
+        m = gc.size
+        grad_b[c] = gc.sum()
+        grad_w[c] = (gc * x_hat).sum()
+        scale = inv_std / m * (1.0 if weight is None else weight[c])
+        grad_x[:, c] = scale * (m * gc - grad_b[c] - x_hat * grad_w[c])
+    return (grad_x if needs_grad_input else None), grad_w, grad_b
+
+
+def batch_norm_backward(grad_output, input, weight, mean, var, eps=1e-5, needs_grad_input=True):
+    """Gradients of training-mode batch norm, vectorised: (grad_input, grad_weight, grad_bias)."""
+    x = geometry.as_float_array(input, "input")
+    g = geometry.as_float_array(grad_output, "grad_output").astype(np.float64)
+    axes, per_channel = _batch_norm_axes(x)
+    m = x.size // x.shape[1]
+    inv_std = (1 / np.sqrt(np.asarray(var) + eps)).reshape(per_channel)
+    x_hat = (x.astype(np.float64) - np.reshape(mean, per_channel)) * inv_std
+    grad_b = g.sum(axis=axes)
+    grad_w = (g * x_hat).sum(axis=axes)
+    grad_x = None
+    if needs_grad_input:
+        scale = inv_std / m * (1.0 if weight is None else np.reshape(weight, per_channel))
+        grad_x = (scale * (m * g - grad_b.reshape(per_channel) - x_hat * grad_w.reshape(per_channel)))
+        grad_x = grad_x.astype(x.dtype)
+    return grad_x, grad_w, grad_b

@@ -1,0 +1,108 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""ReLU and batch normalisation: simple loops over memory, run in parallel.
+
+These are cheap per element, so they are limited by memory traffic: one pass over the data
+where NumPy would make several (a mask, a product, a temporary), spread over the threads.
+The arguments were checked in Python (cyconv.kernels.elementwise); nothing is checked here.
+"""
+
+from libc.math cimport sqrt
+from cython cimport floating
+from cython.parallel cimport prange
+
+# elements per parallel task for the flat loops: large enough that scheduling is free
+cdef enum:
+    BLOCK = 16384
+
+
+def relu_forward(const floating[::1] x, floating[::1] y, int num_threads):
+    """y[i] = max(x[i], 0)."""
+    cdef Py_ssize_t n = x.shape[0], block, i, end
+    for block in prange(0, n, BLOCK, nogil=True, schedule="static", num_threads=num_threads):
+        end = min(block + BLOCK, n)
+        for i in range(block, end):
+            y[i] = x[i] if x[i] > 0 else 0
+
+
+def relu_backward(const floating[::1] grad_y, const floating[::1] y, floating[::1] grad_x,
+                  int num_threads):
+    """grad_x[i] = grad_y[i] where the output was positive, else 0 (d max(x, 0)/dx)."""
+    cdef Py_ssize_t n = y.shape[0], block, i, end
+    for block in prange(0, n, BLOCK, nogil=True, schedule="static", num_threads=num_threads):
+        end = min(block + BLOCK, n)
+        for i in range(block, end):
+            grad_x[i] = grad_y[i] if y[i] > 0 else 0
+
+
+def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
+                       const floating[::1] bias, floating[:, :, ::1] y, double[::1] mean,
+                       double[::1] var, double eps, bint affine, int num_threads):
+    """Normalise every channel c of x (N, C, S) with its own batch statistics.
+
+        mean[c] = sum over n, s of x[n, c, s] / m                 (m = N * S)
+        var[c]  = sum over n, s of (x[n, c, s] - mean[c])^2 / m   (biased)
+        y[n, c, s] = (x[n, c, s] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+
+    Parallel over channels; sums in double precision.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef Py_ssize_t c, n, s
+    cdef double m = N * S, total, squares, d, mu, scale, shift
+
+    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
+        total = 0
+        for n in range(N):
+            for s in range(S):
+                total = total + x[n, c, s]
+        mu = total / m
+        squares = 0
+        for n in range(N):
+            for s in range(S):
+                d = x[n, c, s] - mu
+                squares = squares + d * d
+        mean[c] = mu
+        var[c] = squares / m
+        scale = 1 / sqrt(var[c] + eps)                 # y = x * scale + shift
+        if affine:
+            scale = scale * weight[c]
+        shift = -mu * scale
+        if affine:
+            shift = shift + bias[c]
+        for n in range(N):
+            for s in range(S):
+                y[n, c, s] = <floating> (x[n, c, s] * scale + shift)
+
+
+def batch_norm_backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
+                        const floating[::1] weight, const double[::1] mean, const double[::1] var,
+                        double eps, floating[:, :, ::1] grad_x, double[::1] grad_weight,
+                        double[::1] grad_bias, bint affine, bint needs_grad_x, int num_threads):
+    """Gradients of batch_norm_forward (training mode: the statistics depend on x too).
+
+    With x_hat = (x - mean) * inv_std, inv_std = 1 / sqrt(var + eps), for each channel:
+        grad_bias   = sum g                  grad_weight = sum g * x_hat
+        grad_x      = weight * inv_std / m * (m * g - grad_bias - x_hat * grad_weight)
+    Parallel over channels.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
+    cdef Py_ssize_t c, n, s
+    cdef double m = N * S, sum_g, sum_gx, inv_std, k, x_hat
+
+    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
+        inv_std = 1 / sqrt(var[c] + eps)
+        sum_g = 0
+        sum_gx = 0
+        for n in range(N):
+            for s in range(S):
+                sum_g = sum_g + grad_y[n, c, s]
+                sum_gx = sum_gx + grad_y[n, c, s] * (x[n, c, s] - mean[c]) * inv_std
+        grad_bias[c] = sum_g
+        grad_weight[c] = sum_gx
+        if needs_grad_x:
+            k = inv_std / m
+            if affine:
+                k = k * weight[c]
+            for n in range(N):
+                for s in range(S):
+                    x_hat = (x[n, c, s] - mean[c]) * inv_std
+                    grad_x[n, c, s] = <floating> (k * (m * grad_y[n, c, s] - sum_g - x_hat * sum_gx))
