@@ -11,6 +11,8 @@ The package is built in layers, each using only the ones below it:
   ``cyconv.save`` / ``cyconv.load``: state dicts and checkpoints as .npz.
 - ``cyconv.models``: LeNet-5 and other small classic CNNs; ``cyconv.data``: datasets, the
   DataLoader, transforms and the built-in 8x8 digits.
+- ``cyconv.summary`` and ``cyconv.teach``: a model's table of shapes, parameters, receptive
+  fields and FLOPs; convolution as a matrix, classic image kernels, size calculators.
 """
 
 import os
@@ -32,9 +34,12 @@ from .gradient_check import GradcheckError, gradcheck  # noqa: E402
 from .random import manual_seed  # noqa: E402
 from . import data, models, nn, optim  # noqa: E402  (after functional, which nn re-exports)
 from .serialization import load, save  # noqa: E402
+from .summary import summary  # noqa: E402
+from . import teach  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["geometry", "kernels", "reference", "get_num_threads", "set_num_threads",
            "openmp_enabled", "Tensor", "tensor", "no_grad", "enable_grad", "cat", "stack",
-           "manual_seed", "functional", "gradcheck", "GradcheckError", "nn", "models", "optim", "save", "load", "data", "__version__"]
+           "manual_seed", "functional", "gradcheck", "GradcheckError", "nn", "models", "optim", "save", "load", "data", "summary", "teach",
+           "__version__"]
