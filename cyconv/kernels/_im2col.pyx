@@ -302,7 +302,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
     cdef floating* cols
     cdef const floating* gy
 
-    for task in prange(block_count(N, images, band, H_out), nogil=True, schedule="dynamic",
+    # static: every run hands the same blocks to the same thread, so the partial sums (and
+    # the rounding of the gradient) are the same from run to run
+    for task in prange(block_count(N, images, band, H_out), nogil=True, schedule="static",
                        num_threads=num_threads):
         b = block_of(task, N, images, band, H_out)
         t = threadid()
