@@ -203,8 +203,8 @@ def conv2d_grad_input_loops(grad_output, weight, input_shape, stride=1, padding=
     grad_output (N, C_out, H_out, W_out), weight (C_out, C_in // groups, kH, kW),
     input_shape (N, C_in, H, W). Returns an array of input_shape.
     """
-    gout, w, geo = geometry.check_conv2d_grad_input(grad_output, weight, input_shape, stride, padding,
-                                         dilation, groups)
+    gout, w, geo = geometry.check_conv2d_grad_input(grad_output, weight, input_shape, stride,
+                                                    padding, dilation, groups)
     (sh, sw), (dh, dw) = geo.stride, geo.dilation
     top, left = geo.padding[0], geo.padding[2]
     cg = geo.in_channels // geo.groups
@@ -238,8 +238,8 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     grad_output (N, C_out, H_out, W_out), weight (C_out, C_in // groups, kH, kW),
     input_shape (N, C_in, H, W). Returns an array of input_shape.
     """
-    gout, w, geo = geometry.check_conv2d_grad_input(grad_output, weight, input_shape, stride, padding,
-                                         dilation, groups)
+    gout, w, geo = geometry.check_conv2d_grad_input(grad_output, weight, input_shape, stride,
+                                                    padding, dilation, groups)
     (sh, sw), (dh, dw) = geo.stride, geo.dilation
     top, bottom, left, right = geo.padding
     cg = geo.in_channels // geo.groups
@@ -266,8 +266,8 @@ def conv2d_grad_weight_loops(grad_output, input, weight_shape, stride=1, padding
     grad_output (N, C_out, H_out, W_out), input (N, C_in, H, W),
     weight_shape (C_out, C_in // groups, kH, kW). Returns an array of weight_shape.
     """
-    gout, x, geo = geometry.check_conv2d_grad_weight(grad_output, input, weight_shape, stride, padding,
-                                          dilation, groups)
+    gout, x, geo = geometry.check_conv2d_grad_weight(grad_output, input, weight_shape, stride,
+                                                     padding, dilation, groups)
     (sh, sw), (dh, dw) = geo.stride, geo.dilation
     top, left = geo.padding[0], geo.padding[2]
     cg = geo.in_channels // geo.groups
@@ -301,8 +301,8 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
     grad_output (N, C_out, H_out, W_out), input (N, C_in, H, W),
     weight_shape (C_out, C_in // groups, kH, kW). Returns an array of weight_shape.
     """
-    gout, x, geo = geometry.check_conv2d_grad_weight(grad_output, input, weight_shape, stride, padding,
-                                          dilation, groups)
+    gout, x, geo = geometry.check_conv2d_grad_weight(grad_output, input, weight_shape, stride,
+                                                     padding, dilation, groups)
     columns = _conv_columns(_pad(x, *geo.padding, 0), geo)               # (G, P, Cg*kH*kW)
     grad = _grad_output_rows(gout, geo).transpose(0, 2, 1) @ columns     # (G, Og, Cg*kH*kW)
     return np.ascontiguousarray(grad.reshape(geo.weight_shape), dtype=gout.dtype)
@@ -349,8 +349,8 @@ def max_pool2d_loops(input, kernel_size, stride=None, padding=0, dilation=1, cei
     cell at all (possible with a large dilation) gives -inf and index -1 (PyTorch returns
     an index outside the plane there).
     """
-    x, geo, return_indices = geometry.check_max_pool2d(input, kernel_size, stride, padding, dilation,
-                                            ceil_mode, return_indices)
+    x, geo, return_indices = geometry.check_max_pool2d(input, kernel_size, stride, padding,
+                                                       dilation, ceil_mode, return_indices)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, geo.padding, geo.dilation
     out = np.empty(geo.output_shape, dtype=x.dtype)
     indices = np.empty(geo.output_shape, dtype=np.int64)
@@ -385,8 +385,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     int64 indices of the same shape (flat r * W + s in the input plane; -1 for a window with
     no input cell). Same rules for ties, NaN and -inf as :func:`max_pool2d_loops`.
     """
-    x, geo, return_indices = geometry.check_max_pool2d(input, kernel_size, stride, padding, dilation,
-                                            ceil_mode, return_indices)
+    x, geo, return_indices = geometry.check_max_pool2d(input, kernel_size, stride, padding,
+                                                       dilation, ceil_mode, return_indices)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, geo.padding, geo.dilation
     after_h = _pool_after_padding(geo.in_h, geo.out_h, sh, ph, dh * (kh - 1) + 1)
     after_w = _pool_after_padding(geo.in_w, geo.out_w, sw, pw, dw * (kw - 1) + 1)
@@ -450,31 +450,35 @@ def max_pool2d_grad_input(grad_output, indices, input_shape):
 # Average pooling
 # ---------------------------------------------------------------------------------------
 
+def _avg_pool_window(geo, y: int, x: int, count_include_pad: bool):
+    """Rows [r0, r1), columns [s0, s1) of output (y, x)'s window inside the input, and its divisor.
+
+    The window spans rows [y*sh - ph, y*sh - ph + kH) (likewise columns), cut at the far
+    edge of the padding (H + ph); pool_size is its area with the padding, and
+    divisor = pool_size if count_include_pad else the area inside the input (PyTorch's rule).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.padding
+    h0, w0 = y * sh - ph, x * sw - pw
+    h1, w1 = min(h0 + kh, geo.in_h + ph), min(w0 + kw, geo.in_w + pw)
+    r0, r1 = max(h0, 0), min(h1, geo.in_h)
+    s0, s1 = max(w0, 0), min(w1, geo.in_w)
+    pool_size = (h1 - h0) * (w1 - w0)
+    return r0, r1, s0, s1, (pool_size if count_include_pad else (r1 - r0) * (s1 - s0))
+
+
 def avg_pool2d_loops(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                      count_include_pad=True):
     """2-D average pooling, as on the blackboard (PyTorch's divisor rule).
 
     input (N, C, H, W). Returns (N, C, H_out, W_out).
     """
-    x, geo, count_include_pad = geometry.check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode,
-                                               count_include_pad)
-    (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.padding
+    x, geo, count_include_pad = geometry.check_avg_pool2d(input, kernel_size, stride, padding,
+                                                          ceil_mode, count_include_pad)
     out = np.empty(geo.output_shape, dtype=x.dtype)
-    # The window of output (y, x) spans rows [y*sh - ph, y*sh - ph + kH) and likewise columns;
-    # it is cut at the far edge of the padding (H + ph), and then
-    #     pool_size = window area with the padding,  area = window area inside the input,
-    #     out[n, c, y, x] = (sum of the input cells in the window) / divisor,
-    #     divisor = pool_size if count_include_pad else area.
+    # out[n, c, y, x] = (sum of the input cells in the window of (y, x)) / divisor
     for y in range(geo.out_h):
-        h0 = y * sh - ph
-        h1 = min(h0 + kh, geo.in_h + ph)
         for x_ in range(geo.out_w):
-            w0 = x_ * sw - pw
-            w1 = min(w0 + kw, geo.in_w + pw)
-            pool_size = (h1 - h0) * (w1 - w0)
-            r0, r1 = max(h0, 0), min(h1, geo.in_h)
-            s0, s1 = max(w0, 0), min(w1, geo.in_w)
-            divisor = pool_size if count_include_pad else (r1 - r0) * (s1 - s0)
+            r0, r1, s0, s1, divisor = _avg_pool_window(geo, y, x_, count_include_pad)
             for n in range(geo.batch):
                 for c in range(geo.channels):
                     out[n, c, y, x_] = x[n, c, r0:r1, s0:s1].sum() / divisor
@@ -486,8 +490,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
     input (N, C, H, W). Returns (N, C, H_out, W_out).
     """
-    x, geo, count_include_pad = geometry.check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode,
-                                               count_include_pad)
+    x, geo, count_include_pad = geometry.check_avg_pool2d(input, kernel_size, stride, padding,
+                                                          ceil_mode, count_include_pad)
     (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.padding
     after_h = _pool_after_padding(geo.in_h, geo.out_h, sh, ph, kh)
     after_w = _pool_after_padding(geo.in_w, geo.out_w, sw, pw, kw)
@@ -506,24 +510,16 @@ def avg_pool2d_grad_input_loops(grad_output, input_shape, kernel_size, stride=No
 
     grad_output (N, C, H_out, W_out), input_shape (N, C, H, W). Returns an array of input_shape.
     """
-    gout, geo, count_include_pad = geometry.check_avg_pool2d_grad_input(grad_output, input_shape, kernel_size,
-                                                       stride, padding, ceil_mode,
-                                                       count_include_pad)
-    (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.padding
+    gout, geo, count_include_pad = geometry.check_avg_pool2d_grad_input(grad_output, input_shape,
+                                                                        kernel_size, stride,
+                                                                        padding, ceil_mode,
+                                                                        count_include_pad)
     grad = np.zeros(geo.input_shape, dtype=gout.dtype)
     # out[n, c, y, x] = (sum of the window's input cells) / divisor, so every input cell
     # of the window gets   grad_input[n, c, r, s] += grad_output[n, c, y, x] / divisor
-    # (window and divisor exactly as in avg_pool2d_loops).
     for y in range(geo.out_h):
-        h0 = y * sh - ph
-        h1 = min(h0 + kh, geo.in_h + ph)
         for x_ in range(geo.out_w):
-            w0 = x_ * sw - pw
-            w1 = min(w0 + kw, geo.in_w + pw)
-            pool_size = (h1 - h0) * (w1 - w0)
-            r0, r1 = max(h0, 0), min(h1, geo.in_h)
-            s0, s1 = max(w0, 0), min(w1, geo.in_w)
-            divisor = pool_size if count_include_pad else (r1 - r0) * (s1 - s0)
+            r0, r1, s0, s1, divisor = _avg_pool_window(geo, y, x_, count_include_pad)
             for n in range(geo.batch):
                 for c in range(geo.channels):
                     for r in range(r0, r1):
@@ -538,9 +534,10 @@ def avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride=None, pa
 
     grad_output (N, C, H_out, W_out), input_shape (N, C, H, W). Returns an array of input_shape.
     """
-    gout, geo, count_include_pad = geometry.check_avg_pool2d_grad_input(grad_output, input_shape, kernel_size,
-                                                       stride, padding, ceil_mode,
-                                                       count_include_pad)
+    gout, geo, count_include_pad = geometry.check_avg_pool2d_grad_input(grad_output, input_shape,
+                                                                        kernel_size, stride,
+                                                                        padding, ceil_mode,
+                                                                        count_include_pad)
     (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.padding
     after_h = _pool_after_padding(geo.in_h, geo.out_h, sh, ph, kh)
     after_w = _pool_after_padding(geo.in_w, geo.out_w, sw, pw, kw)
