@@ -1,14 +1,21 @@
 """The command line: `cyconv demo`, `cyconv info`, and errors without tracebacks."""
 
+import pathlib
 import subprocess
 import sys
 
 from cyconv.cli import main
 
 
+# Subprocesses run from the tests folder, not the repository root: there ``python -m``
+# would import the source folder (which holds no compiled kernels) instead of the installed
+# package.
+OUTSIDE_SOURCES = pathlib.Path(__file__).resolve().parent
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "cyconv", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=OUTSIDE_SOURCES)
 
 
 def test_demo_checks_against_the_reference():
@@ -199,7 +206,7 @@ def test_a_real_ctrl_c_stops_the_process_cleanly(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "cyconv", "train", "--epochs", "50", "--limit", "200",
          "--threads", "1", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = ""
         while "epoch  1/50" not in line:        # the first epoch is over: a checkpoint exists

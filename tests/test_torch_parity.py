@@ -18,6 +18,7 @@ with float32 tolerances, to show that the default dtype trains alike too.
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -186,7 +187,10 @@ def test_cyconv_does_not_need_torch():
         else:
             raise SystemExit("no ImportError")
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # run from the tests folder: from the repository root, the source folder (no compiled
+    # kernels) would shadow the installed package
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=pathlib.Path(__file__).resolve().parent)
     assert result.returncode == 0, result.stderr
     assert "pip install torch==2.13.0" in result.stdout
 
