@@ -218,6 +218,8 @@ class Tensor:
             for parent, parent_grad in zip(node._parents, parent_grads):
                 if parent_grad is None or not parent.requires_grad:
                     continue
+                if parent_grad.dtype != parent.dtype:   # e.g. float32 weights, float64 targets:
+                    parent_grad = parent_grad.astype(parent.dtype)  # a gradient has its input's dtype
                 key = id(parent)
                 grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
             if not retain_graph:
@@ -636,6 +638,8 @@ def cat(tensors, dim: int = 0) -> Tensor:
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("cat needs at least one Tensor")
+    if tensors[0].ndim == 0:
+        raise ValueError("cat: zero-dimensional Tensors cannot be concatenated; use stack")
     axis = dim % tensors[0].ndim
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(s != r for i, (s, r) in enumerate(zip(t.shape, tensors[0].shape))

@@ -280,7 +280,8 @@ def visualize(args: argparse.Namespace) -> int:
 # --- the parser ------------------------------------------------------------------------------
 
 _TRAIN_EPILOG = """\
-defaults (the digits recipe: about 98.8% test accuracy in about 20 s on 2 cores):
+defaults (the digits recipe: 98.3% test accuracy with seed 0 (98.3-99.4% over seeds 0-9),
+about 15 s on 2 cores):
   --dataset digits --model digits_net --epochs 80 --batch-size 32 --optimizer adam
   --lr 3e-3 --scheduler cosine --augment (random shifts of 1 pixel) --seed 0
 other datasets: --model lenet5, --epochs 10 (cifar10: 20), --lr 1e-3 (adam/adamw);
@@ -403,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_demo = commands.add_parser("demo", help="convolve and pool a small image, checked "
                                    "against the NumPy reference")
-    run_demo.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
+    run_demo.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                          help="OpenMP threads (default: all cores)")
     run_demo.set_defaults(func=demo)
     run_info = commands.add_parser("info", help="show the build (OpenMP or serial) and threads")
     run_info.set_defaults(func=info)

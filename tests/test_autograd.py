@@ -469,3 +469,25 @@ def test_gradcheck_of_an_output_that_ignores_the_input():
     assert gradcheck(lambda x: Tensor(np.ones(2)), x)  # the gradient is 0: nothing to do
     with pytest.raises(GradcheckError, match="analytic 0, numerical"):
         gradcheck(lambda x: make_op(x.data * 2, (x,), lambda g: (None,), "Forgot"), x)
+
+
+def test_gradients_keep_the_dtype_of_their_tensor():
+    """float32 parameters and a float64 target: the float32 leaf gets a float32 gradient,
+    and the float32 kernels underneath never see a float64 gradient."""
+    import cyconv.functional as F
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.random((2, 1, 6, 6)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.random((3, 1, 3, 3)).astype(np.float32), requires_grad=True)
+    y = F.relu(F.conv2d(x, w))
+    F.mse_loss(y, rng.random(y.shape)).backward()          # float64 target
+    assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+    a = Tensor(np.ones(3, np.float32), requires_grad=True)
+    (a * np.full(3, 2.0)).sum().backward()
+    assert a.grad.dtype == np.float32
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0, 2.0])
+
+
+def test_cat_of_zero_dimensional_tensors_is_a_clear_error():
+    with pytest.raises(ValueError, match="zero-dimensional Tensors cannot be concatenated; use stack"):
+        cyconv.cat([Tensor(1.0), Tensor(2.0)])

@@ -41,7 +41,7 @@ def test_info(capsys):
 def test_bad_thread_count_is_a_short_error(capsys):
     assert main(["demo", "--threads", "0"]) == 2
     err = capsys.readouterr().err
-    assert "number of threads must be at least 1, got 0" in err
+    assert "argument --threads: expected a positive integer, got '0'" in err
     assert "Traceback" not in err
 
 

@@ -32,6 +32,12 @@ def test_relu_matches_reference(shape, dtype, seed):
     assert K.relu_grad_input(g, y).flat[0] == 0
 
 
+def test_relu_keeps_nan_like_the_reference():
+    x = np.array([np.nan, -1.0, 2.0, -np.inf, np.inf], np.float32)
+    np.testing.assert_array_equal(K.relu(x), R.relu(x))          # NaN == NaN here
+    assert np.isnan(K.relu(x)[0])
+
+
 def test_relu_hand_worked():
     x = np.array([[-2.0, 0.0, 3.0]])
     np.testing.assert_array_equal(K.relu(x), [[0.0, 0.0, 3.0]])
@@ -109,7 +115,7 @@ def test_batch_norm_reference_backward_by_finite_differences():
         np.testing.assert_allclose(grad, numerical, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 8])
 def test_elementwise_kernels_with_threads(threads):
     before = cyconv.get_num_threads()
     try:
@@ -119,6 +125,10 @@ def test_elementwise_kernels_with_threads(threads):
         np.testing.assert_array_equal(K.relu(x), R.relu(x))
         y, mean, var = K.batch_norm_forward(x)
         np.testing.assert_allclose(y, R.batch_norm_forward(x)[0], rtol=1e-5, atol=1e-5)
+        g = rng.standard_normal(x.shape).astype(np.float32)
+        for got, want in zip(K.batch_norm_backward(g, x, None, mean, var),
+                             R.batch_norm_backward(g, x, None, mean, var)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     finally:
         cyconv.set_num_threads(before)
 

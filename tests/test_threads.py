@@ -177,3 +177,20 @@ def test_default_ignores_a_bad_omp_num_threads(value, monkeypatch):
     assert result >= 1
     if expected is not None:
         assert result == expected
+
+
+def test_im2col_with_more_threads_than_cores(restore_threads):
+    """Each thread has its own im2col workspace row: 8 threads on a 2-core machine."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 4, 9, 7))
+    w = rng.standard_normal((6, 2, 3, 2))
+    hyper = dict(stride=(1, 2), padding=1, dilation=(2, 1), groups=2, algorithm="im2col")
+    y_ref = R.conv2d(x, w, None, **{k: v for k, v in hyper.items() if k != "algorithm"})
+    gy = rng.standard_normal(y_ref.shape)
+    cyconv.set_num_threads(8)
+    np.testing.assert_allclose(K.conv2d(x, w, **hyper), y_ref, rtol=1e-10, atol=1e-10)
+    ref_hyper = {k: v for k, v in hyper.items() if k != "algorithm"}
+    np.testing.assert_allclose(K.conv2d_grad_input(gy, w, x.shape, **hyper),
+                               R.conv2d_grad_input(gy, w, x.shape, **ref_hyper), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(K.conv2d_grad_weight(gy, x, w.shape, **hyper),
+                               R.conv2d_grad_weight(gy, x, w.shape, **ref_hyper), rtol=1e-10, atol=1e-10)

@@ -16,12 +16,12 @@ cdef enum:
 
 
 def relu_forward(const floating[::1] x, floating[::1] y, int num_threads):
-    """y[i] = max(x[i], 0)."""
+    """y[i] = max(x[i], 0); a NaN stays NaN (as in PyTorch), so a diverging run shows."""
     cdef Py_ssize_t n = x.shape[0], block, i, end
     for block in prange(0, n, BLOCK, nogil=True, schedule="static", num_threads=num_threads):
         end = min(block + BLOCK, n)
         for i in range(block, end):
-            y[i] = x[i] if x[i] > 0 else 0
+            y[i] = 0 if x[i] <= 0 else x[i]
 
 
 def relu_backward(const floating[::1] grad_y, const floating[::1] y, floating[::1] grad_x,

@@ -7,8 +7,10 @@ everywhere.
 
 The im2col kernels call SciPy's BLAS from inside their OpenMP threads, every thread on its
 own piece of the batch: each of those calls must run on one thread, or the BLAS threads
-would compete with the OpenMP ones. So SciPy's BLAS is kept at one thread (when it is a
-library of its own, as in the PyPI wheels; a BLAS shared with NumPy is left alone).
+would compete with the OpenMP ones. So SciPy's BLAS is kept at one thread when it is a
+library of its own, as in the PyPI wheels. A BLAS shared with NumPy (some conda builds) is
+left alone; there, OpenMP-aware BLAS libraries (MKL, OpenMP OpenBLAS) run single-threaded
+inside our threads by themselves, but a pthreads OpenBLAS may oversubscribe the cores.
 """
 
 from __future__ import annotations
