@@ -8,14 +8,18 @@ reported: on a shared machine only ratios measured this way mean much.
     python bench/compare.py                 # the whole table, 2 threads
     python bench/compare.py --threads 1     # one thread
     python bench/compare.py --scaling       # cyconv with 1 thread against 2
+    cyconv bench --png ratios.png           # the same from the command line, plus a chart
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
+import threading
 import time
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +74,9 @@ class Case:
     step: str
     flops: float
     runs: dict
+    #: whether GFLOP/s against the GEMM ceiling means something (not for pooling, whose
+    #: "FLOPs" are comparisons or a few additions per output element)
+    gemm_bound: bool = True
 
 
 def _conv_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
@@ -84,21 +91,34 @@ def _conv_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
     def forward(lib):
         return lambda: lib.conv2d(x, weight, bias, **hyper)
 
+    def grad_input(lib):
+        return lambda: lib.conv2d_grad_input(grad_y, weight, x.shape, **hyper)
+
+    def grad_weight(lib):
+        return lambda: lib.conv2d_grad_weight(grad_y, x, weight.shape, **hyper)
+
     def forward_backward(lib):
         def run():
-            lib.conv2d(x, weight, bias, **hyper)
-            lib.conv2d_grad_input(grad_y, weight, x.shape, **hyper)
-            lib.conv2d_grad_weight(grad_y, x, weight.shape, **hyper)
-            lib.conv2d_grad_bias(grad_y)
+            return (lib.conv2d(x, weight, bias, **hyper),
+                    lib.conv2d_grad_input(grad_y, weight, x.shape, **hyper),
+                    lib.conv2d_grad_weight(grad_y, x, weight.shape, **hyper),
+                    lib.conv2d_grad_bias(grad_y))
         return run
 
-    fwd = {"cyconv": forward(kernels), "numpy": forward(reference)}
-    fwd_bwd = {"cyconv": forward_backward(kernels), "numpy": forward_backward(reference)}
+    libs = {"cyconv": kernels, "numpy": reference}
+    fwd = {label: forward(lib) for label, lib in libs.items()}
+    gin = {label: grad_input(lib) for label, lib in libs.items()}
+    gw = {label: grad_weight(lib) for label, lib in libs.items()}
+    fwd_bwd = {label: forward_backward(lib) for label, lib in libs.items()}
     if torch is not None:
         functional = torch.nn.functional
         tx, tw, tb = (torch.from_numpy(a) for a in (x, weight, bias))
         tgy = torch.from_numpy(grad_y)
         fwd["torch"] = lambda: functional.conv2d(tx, tw, tb, stride, padding, dilation, groups)
+        gin["torch"] = lambda: torch.nn.grad.conv2d_input(
+            tx.shape, tw, tgy, stride, padding, dilation, groups)
+        gw["torch"] = lambda: torch.nn.grad.conv2d_weight(
+            tx, tw.shape, tgy, stride, padding, dilation, groups)
         leaves = [t.clone().requires_grad_() for t in (tx, tw, tb)]
 
         def torch_forward_backward():
@@ -108,6 +128,8 @@ def _conv_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
                 leaf.grad = None
         fwd_bwd["torch"] = torch_forward_backward
     return [Case(name, "forward", geometry.flops, fwd),
+            Case(name, "grad_input", geometry.flops, gin),
+            Case(name, "grad_weight", geometry.flops, gw),
             Case(name, "fwd+bwd", 3 * geometry.flops, fwd_bwd)]
 
 
@@ -152,7 +174,8 @@ def _pool_case(name: str, spec: tuple, dtype, rng, torch=None) -> list[Case]:
             torch.autograd.backward(out, tgy, retain_graph=True)
         bwd["torch"] = torch_backward
     flops = float(np.prod(y.shape) * (k * k))
-    return [Case(name, "forward", flops, fwd), Case(name, "backward", flops, bwd)]
+    return [Case(name, "forward", flops, fwd, gemm_bound=False),
+            Case(name, "backward", flops, bwd, gemm_bound=False)]
 
 
 @contextlib.contextmanager
@@ -312,12 +335,102 @@ def build_cases(names=None, dtype=np.float32, torch=None, seed=0) -> list[Case]:
     return cases
 
 
-def _format_table(rows: list[dict], with_torch: bool) -> str:
+def _returned_bytes(result) -> int:
+    """Bytes of the NumPy arrays in ``result`` (an array, or a tuple/list/dict of them,
+    nested), each underlying buffer counted once (a view counts as the array it views)."""
+    seen, total, stack = set(), 0, [result]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            root = item
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if id(root) not in seen:
+                seen.add(id(root))
+                total += root.nbytes
+        elif isinstance(item, (tuple, list)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return total
+
+
+def peak_extra_bytes(run, clear_workspaces: bool = True) -> int:
+    """Peak memory one call of ``run`` allocates beyond the arrays it returns, in bytes.
+
+    Measured with :mod:`tracemalloc`, which sees NumPy's array allocations (NumPy registers
+    them with it) and Python objects: the peak of the traced memory during the call, minus
+    what was traced before it, minus the size of the returned arrays. With
+    ``clear_workspaces`` (the default) the scratch buffers that cyconv's im2col keeps from
+    call to call (``cyconv.kernels.conv._workspace``) are dropped first, so the call
+    allocates them again and they are counted: a workspace cached by an earlier call would
+    otherwise be invisible. Not seen: memory allocated by C code without telling
+    tracemalloc (OpenBLAS's own buffers, PyTorch's allocator, ``malloc`` in the Cython
+    kernels).
+    """
+    if clear_workspaces:
+        _clear_workspaces()
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        result = run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    return max(0, peak - before - _returned_bytes(result))
+
+
+def _clear_workspaces() -> None:
+    """Drop cyconv's cached im2col workspaces (of this Python thread)."""
+    from .kernels import conv as conv_kernels
+
+    local = getattr(conv_kernels, "_local", None)
+    if isinstance(local, threading.local):
+        local.__dict__.clear()
+
+
+def gemm_ceiling(threads: int, dtype=np.float32, size: int = 2048, repeats: int = 7,
+                 seed: int = 0) -> float:
+    """GFLOP/s of NumPy's matrix product of two ``size`` x ``size`` matrices of ``dtype``
+    (sgemm for float32) on ``threads`` BLAS threads: the median of ``repeats`` calls after
+    a warm-up call, counting 2 x size^3 FLOPs per product. The ceiling a GEMM-based
+    convolution can approach on this machine. The thread count is put back afterwards."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    out = np.empty((size, size), dtype)
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        np.matmul(a, b, out=out)
+        times = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            times.append(time.perf_counter() - start)
+    finally:
+        kernels.set_num_threads(before)
+    return 2.0 * size ** 3 / statistics.median(times) / 1e9
+
+
+def _format_table(rows: list[dict], with_torch: bool, ceiling: float | None = None,
+                  memory: bool = False) -> str:
     """The markdown table; an implementation a case does not have (numpy for the training
-    steps) shows "-", and so do the ratios that would need it."""
+    steps) shows "-", and so do the ratios that would need it.
+
+    With ``ceiling`` (GFLOP/s of the GEMM), a column gives cyconv's GFLOP/s as a fraction of
+    it (for the GEMM-bound cases: rows whose ``gemm_bound`` is False show "-"); with
+    ``memory``, a column gives each row's ``peak`` (bytes, from ``peak_extra_bytes``) in MiB.
+    """
     header = ["shape", "pass", "cyconv ms", "numpy ms"]
     header += ["torch ms"] if with_torch else []
     header += ["numpy / cyconv"] + (["torch / cyconv"] if with_torch else []) + ["cyconv GFLOP/s"]
+    header += ["of sgemm ceiling"] if ceiling is not None else []
+    header += ["peak extra MiB"] if memory else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def ms(row, label):
@@ -335,26 +448,113 @@ def _format_table(rows: list[dict], with_torch: bool) -> str:
         cells.append(ratio(row, "numpy"))
         if with_torch:
             cells.append(ratio(row, "torch"))
-        cells.append(f"{row['flops'] / row['cyconv'] / 1e9:.1f}" if row.get("cyconv") else "-")
+        gflops = row["flops"] / row["cyconv"] / 1e9 if row.get("cyconv") else None
+        cells.append(f"{gflops:.1f}" if gflops is not None else "-")
+        if ceiling is not None:
+            useful = gflops is not None and row.get("gemm_bound", True) and ceiling > 0
+            cells.append(f"{100 * gflops / ceiling:.0f}%" if useful else "-")
+        if memory:
+            peak = row.get("peak")
+            cells.append(f"{peak / 2 ** 20:.2f}" if peak is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def plot_ratios(rows: list[dict], path, threads: int, dtype=np.float32) -> None:
+    """A PNG bar chart (matplotlib's Agg canvas, no pyplot state) of the ratios
+    torch time / cyconv time and numpy time / cyconv time of every row, on a log scale, with
+    a line at 1: bars to the right of it are cases where cyconv is faster."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    labels = [f"{row['name']} {row['step']}" for row in rows]
+    series = [(label, color) for label, color in (("torch", "tab:red"), ("numpy", "tab:blue"))
+              if any(row.get(label) is not None and row.get("cyconv") for row in rows)]
+    figure = Figure(figsize=(8, 1.5 + 0.32 * len(rows) * max(1, len(series))))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    height = 0.8 / max(1, len(series))
+    positions = np.arange(len(rows))[::-1].astype(float)
+    for index, (label, color) in enumerate(series):
+        values = [row[label] / row["cyconv"] if row.get(label) is not None and row.get("cyconv")
+                  else np.nan for row in rows]
+        offset = (index - (len(series) - 1) / 2) * height
+        values = np.asarray(values, float)
+        # bars from 1 to the ratio: right of the line cyconv is faster, left slower
+        axes.barh(positions - offset, values - 1.0, left=1.0, height=height, color=color,
+                  label=f"{label} time / cyconv time")
+        for y, value in zip(positions - offset, values):
+            if np.isfinite(value):
+                axes.annotate(f"{value:.2f}x", (value, y), va="center", fontsize=7,
+                              ha="left" if value >= 1 else "right",
+                              xytext=(3 if value >= 1 else -3, 0), textcoords="offset points")
+    axes.axvline(1.0, color="black", linewidth=1)
+    axes.set_xscale("log")
+    axes.margins(x=0.15)
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.set_xlabel("time ratio (right of 1: cyconv faster)")
+    axes.set_title(f"cyconv against the others, {threads} thread{'s' if threads != 1 else ''} "
+                   f"each, {np.dtype(dtype).name}, medians")
+    if series:
+        axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+
+
 def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.float32,
-                   use_torch: bool = True, progress=print) -> str:
-    """Time every case and return the markdown table (ratios > 1 mean cyconv is faster)."""
+                   use_torch: bool = True, progress=print, *, min_time: float = 0.05,
+                   gemm_size: int = 2048, memory: bool = True, png=None,
+                   markdown=None) -> str:
+    """Time every case and return the markdown table (ratios > 1 mean cyconv is faster),
+    preceded by a line giving the measured GEMM ceiling.
+
+    ``png``: also write a bar chart of the ratios there; ``markdown``: also write the text
+    returned there. cyconv's, BLAS's and PyTorch's thread counts are put back afterwards.
+    """
     torch = _load_torch(use_torch)
-    kernels.set_num_threads(threads)
-    if torch is not None:
-        torch.set_num_threads(threads)
-    rows = []
-    for case in build_cases(names, dtype, torch):
-        medians = measure(case, repeats)
-        rows.append(dict(name=case.name, step=case.step, flops=case.flops, **medians))
-        if progress:
-            progress(f"  {case.name:<18} {case.step:<10} " + "  ".join(
-                f"{label} {seconds * 1e3:8.3f} ms" for label, seconds in medians.items()))
-    return _format_table(rows, torch is not None)
+    cases = build_cases(names, dtype, torch)    # checks the names before anything is timed
+    threads_before = kernels.get_num_threads()
+    torch_threads_before = torch.get_num_threads() if torch is not None else None
+    try:
+        ceiling = gemm_ceiling(threads, dtype, gemm_size)
+        gemm = "sgemm" if np.dtype(dtype) == np.float32 else "dgemm"
+        head = (f"{gemm} ceiling: NumPy {np.dtype(dtype).name} matmul {gemm_size}x{gemm_size}, "
+                f"{threads} thread{'s' if threads != 1 else ''}: {ceiling:.1f} GFLOP/s")
+        kernels.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        rows = []
+        for case in cases:
+            medians = measure(case, repeats, min_time)
+            row = dict(name=case.name, step=case.step, flops=case.flops,
+                       gemm_bound=case.gemm_bound, **medians)
+            if memory:
+                row["peak"] = peak_extra_bytes(case.runs["cyconv"])
+            rows.append(row)
+            if progress:
+                progress(f"  {case.name:<18} {case.step:<11} " + "  ".join(
+                    f"{label} {seconds * 1e3:8.3f} ms" for label, seconds in medians.items()))
+    finally:
+        kernels.set_num_threads(threads_before)
+        if torch is not None:
+            torch.set_num_threads(torch_threads_before)
+    text = head + "\n\n" + _format_table(rows, torch is not None, ceiling, memory)
+    above = [f"{row['name']} {row['step']}" for row in rows if row["gemm_bound"]
+             and row.get("cyconv") and row["flops"] / row["cyconv"] / 1e9 > ceiling]
+    if above:
+        text += (f"\n\nnote: {len(above)} case(s) ran faster than the measured {gemm} ceiling "
+                 f"({', '.join(above[:3])}{', ...' if len(above) > 3 else ''}): the ceiling's "
+                 "measurement was probably slowed by other load; run again")
+    if markdown is not None:
+        with open(markdown, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+    if png is not None:
+        plot_ratios(rows, png, threads, dtype)
+    return text
 
 
 def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2,
@@ -375,25 +575,80 @@ def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for every implementation")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median taken)")
-    parser.add_argument("--shapes", nargs="*", default=None, help="only these cases (names)")
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench/compare.py`` and ``cyconv bench`` (they share them)."""
+    parser.add_argument("--threads", type=_positive_int, default=2, metavar="N",
+                        help="threads for every implementation (default: 2)")
+    parser.add_argument("--repeats", type=_positive_int, default=7, metavar="R",
+                        help="interleaved repeats, the median is taken (default: 7)")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="NAME",
+                        help="only these cases: " + ", ".join(
+                            list(CONV_SHAPES) + list(POOL_SHAPES) + list(TRAIN_CASES)))
     parser.add_argument("--float64", action="store_true", help="float64 instead of float32")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--scaling", action="store_true",
                         help="cyconv on 1 thread against --threads threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--png", metavar="FILE", help="also draw the time ratios into FILE (PNG)")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table into FILE")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="leave out the peak-memory column (one traced call per case)")
+    # for tests: seconds per timed sample, and the size of the GEMM of the ceiling
+    parser.add_argument("--min-time", type=_positive_float, default=0.05, help=argparse.SUPPRESS)
+    parser.add_argument("--gemm-size", type=_positive_int, default=2048, help=argparse.SUPPRESS)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run what the options of ``add_arguments`` ask for and print the table; a bad case
+    name or option combination raises ValueError."""
     dtype = np.float64 if args.float64 else np.float32
+    for option, path in (("--png", args.png), ("--markdown", args.markdown)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"{option}: no such directory: {os.path.dirname(path)}")
+    if args.png and not args.scaling:
+        import matplotlib  # noqa: F401  (fail now, not after the whole run)
+    if args.scaling:
+        if args.png:
+            raise ValueError("--png draws the comparison's ratios; it does not go with --scaling")
+        text = run_scaling(args.repeats, args.shapes, dtype, args.threads)
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as file:
+                file.write(text + "\n")
+    else:
+        text = run_comparison(args.threads, args.repeats, args.shapes, dtype, not args.no_torch,
+                              min_time=args.min_time, gemm_size=args.gemm_size,
+                              memory=not args.no_memory, png=args.png, markdown=args.markdown)
+    print(text)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     try:
-        if args.scaling:
-            print(run_scaling(args.repeats, args.shapes, dtype, args.threads))
-        else:
-            print(run_comparison(args.threads, args.repeats, args.shapes, dtype, not args.no_torch))
+        return run_from_args(args)
     except ValueError as error:
         parser.error(str(error))
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
     cyconv visualize  PNGs of a trained network's filters and feature maps for one image
     cyconv demo       convolve and pool a small image, checked against the NumPy reference
     cyconv info       which build is installed (OpenMP or serial) and how many threads it uses
+    cyconv bench      time the kernels against the NumPy reference and PyTorch (a markdown table)
 
 ``main(argv)`` returns the exit code: 0 on success, 2 for bad arguments, missing files and
 other errors (printed as ``cyconv <command>: error: ...``, without a traceback), 130 when
@@ -67,6 +68,20 @@ def info(args: argparse.Namespace) -> int:
     print(f"threads: {kernels.get_num_threads()}")
     print(f"numpy {np.__version__}")
     return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    """The comparison of ``bench/compare.py`` (``cyconv.benchmark``), from the command line."""
+    from . import benchmark
+
+    # cyconv (so NumPy and its BLAS) is loaded already: the thread-pool settings in force are
+    # those of the environment at start-up, or cyconv's defaults (set at import). PyTorch is
+    # imported later, by the benchmark, and reads the same values.
+    print(f"cyconv bench: note: thread pools run with OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}, OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')} (set them in the environment "
+          f"to change them: NumPy is already loaded)", file=sys.stderr)
+    return benchmark.run_from_args(args)
 
 
 # --- argument types: each failure is an argparse error ("cyconv train: error: argument ...")
@@ -409,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.set_defaults(func=demo)
     run_info = commands.add_parser("info", help="show the build (OpenMP or serial) and threads")
     run_info.set_defaults(func=info)
+
+    from .benchmark import add_arguments as add_bench_arguments
+
+    run_bench = commands.add_parser(
+        "bench", help="time the kernels against the NumPy reference and PyTorch",
+        description="Time cyconv's kernels, the NumPy reference and PyTorch (if installed) "
+                    "interleaved in one process on the same arrays and threads, and print a "
+                    "markdown table of medians, ratios, GFLOP/s, the fraction of the measured "
+                    "sgemm ceiling and the peak extra memory of cyconv's calls. The same as "
+                    "python bench/compare.py; see bench/README.md.")
+    add_bench_arguments(run_bench)
+    run_bench.set_defaults(func=bench)
     return parser
 
 

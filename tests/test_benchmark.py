@@ -1,0 +1,94 @@
+"""``cyconv bench`` and the measuring helpers of cyconv.benchmark (tiny runs: a few seconds)."""
+
+import numpy as np
+import pytest
+
+from cyconv import benchmark, cli, kernels
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_command_writes_table_and_chart(tmp_path, capsys):
+    threads_before = kernels.get_num_threads()
+    code = cli.main(["bench", "--shapes", "lenet_c2", "max2x2_32", "--repeats", "1",
+                     "--no-torch", "--min-time", "0.002", "--gemm-size", "256",
+                     "--png", str(tmp_path / "r.png"), "--markdown", str(tmp_path / "r.md")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "OMP_WAIT_POLICY=" in err and "OPENBLAS_THREAD_TIMEOUT=" in err
+    assert kernels.get_num_threads() == threads_before        # put back after the run
+    table = (tmp_path / "r.md").read_text()
+    assert table.strip() in out                                # the same text is printed
+    lines = table.splitlines()
+    assert lines[0].startswith("sgemm ceiling: NumPy float32 matmul 256x256, 2 threads: ")
+    header = next(line for line in lines if line.startswith("| shape"))
+    for column in ("numpy / cyconv", "cyconv GFLOP/s", "of sgemm ceiling", "peak extra MiB"):
+        assert f"| {column} |" in header
+    assert "torch" not in header                               # --no-torch
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line
+            for line in lines if line.startswith("| ") and line is not header}
+    for step in ("forward", "grad_input", "grad_weight", "fwd+bwd"):
+        assert ("lenet_c2", step) in rows
+        assert rows[("lenet_c2", step)].rstrip(" |").split("|")[-2].strip().endswith("%")
+    for step in ("forward", "backward"):
+        cells = [cell.strip() for cell in rows[("max2x2_32", step)].strip("|").split("|")]
+        assert cells[-2] == "-"                                # pooling: no GEMM fraction
+    assert (tmp_path / "r.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_bench_unknown_shape_is_an_error(capsys):
+    assert cli.main(["bench", "--shapes", "no_such_case", "--no-torch"]) == 2
+    err = capsys.readouterr().err
+    assert "cyconv bench: error:" in err and "no_such_case" in err
+
+
+def test_bench_bad_threads_is_an_argument_error(capsys):
+    assert cli.main(["bench", "--threads", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_peak_extra_bytes_counts_temporaries_not_the_result():
+    def allocates_eight_mib():
+        scratch = np.ones(1 << 20)                             # 8 MiB of float64, freed
+        return scratch[:10].copy()
+
+    extra = benchmark.peak_extra_bytes(allocates_eight_mib)
+    assert 8 * 2 ** 20 <= extra < 8.5 * 2 ** 20
+
+    def returns_its_allocation():
+        return np.ones(1 << 20), np.zeros(4)
+    assert benchmark.peak_extra_bytes(returns_its_allocation) < 2 ** 16
+
+
+def test_peak_extra_bytes_counts_cyconv_workspaces_again():
+    """The im2col workspaces cached by an earlier call are dropped and counted."""
+    x = np.ones((4, 8, 16, 16), np.float32)
+    w = np.ones((8, 8, 3, 3), np.float32)
+    kernels.conv2d(x, w, padding=1, algorithm="im2col")        # fills the workspace cache
+    run = lambda: kernels.conv2d(x, w, padding=1, algorithm="im2col")  # noqa: E731
+    columns = 8 * 9 * 16 * 16 * 4                              # one image's im2col matrix
+    assert benchmark.peak_extra_bytes(run) >= columns
+    assert benchmark.peak_extra_bytes(run, clear_workspaces=False) < columns
+
+
+def test_format_table_new_columns():
+    rows = [dict(name="a", step="forward", flops=2e9, cyconv=1.0, numpy=2.0, peak=3 * 2 ** 20),
+            dict(name="p", step="backward", flops=1e9, cyconv=1.0, numpy=1.0, gemm_bound=False)]
+    lines = benchmark._format_table(rows, with_torch=False, ceiling=4.0, memory=True).splitlines()
+    assert lines[2] == "| a | forward | 1000.000 | 2000.000 | 2.00x | 2.0 | 50% | 3.00 |"
+    assert lines[3] == "| p | backward | 1000.000 | 1000.000 | 1.00x | 1.0 | - | - |"
+
+
+def test_plot_ratios_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [dict(name="a", step="forward", flops=1.0, cyconv=1.0, numpy=2.0, torch=0.5),
+            dict(name="t", step="train step", flops=1.0, cyconv=1.0, torch=2.0)]
+    benchmark.plot_ratios(rows, tmp_path / "c.png", threads=1)
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_bench_output_in_missing_directory_fails_before_running(tmp_path, capsys):
+    code = cli.main(["bench", "--shapes", "lenet_c2", "--no-torch",
+                     "--markdown", str(tmp_path / "missing" / "r.md")])
+    assert code == 2
+    assert "no such directory" in capsys.readouterr().err
