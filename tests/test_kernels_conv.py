@@ -1,7 +1,9 @@
 """The compiled convolution kernels against the NumPy reference and hand-worked values.
 
 Every test compares ``cyconv.kernels`` with ``cyconv.reference`` (vectorised version) or with
-numbers worked out by hand, for both algorithms ("direct" and "im2col") and "auto".
+numbers worked out by hand, for every algorithm ("direct", "im2col", "blocked") and "auto".
+Where "blocked" cannot run a pass (stride along the width, or a strided input gradient) it
+must say so with a ValueError, and the tests check that too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cyconv import reference as R
 from cyconv.geometry import conv2d_geometry
 from cyconv.kernels import conv as conv_module
 
-ALGORITHMS = ["direct", "im2col"]
+ALGORITHMS = ["direct", "im2col", "blocked"]
 DTYPES = [np.float32, np.float64]
 
 
@@ -60,26 +62,47 @@ def random_problem(rng, input_shape, weight_shape, dtype, bias=True):
     return x, w, b
 
 
+@contextmanager
+def refused_by_blocked(algorithm, geo, computing):
+    """Run the block; if it asks "blocked" for a pass it cannot run, expect its ValueError."""
+    if algorithm == "blocked" and conv_module.blocked_unsupported(geo, computing) is not None:
+        with pytest.raises(ValueError, match=r"algorithm='blocked' needs stride 1"
+                                             r"|algorithm='blocked' needs padding"):
+            yield False
+    else:
+        yield True
+
+
 def check_all(x, w, b, algorithm, stride=1, padding=0, dilation=1, groups=1, rng=None):
-    """Forward and the three gradients of the kernels against the reference."""
+    """Forward and the three gradients of the kernels against the reference.
+
+    Returns the output, or None if ``algorithm`` refused the forward pass (as it should).
+    """
     rng = rng or np.random.default_rng(0)
     dtype = x.dtype.type
     geo = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     reduction = (geo.in_channels // groups) * geo.kernel_h * geo.kernel_w
+    hyper = (stride, padding, dilation, groups)
 
-    y = K.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
-    y_ref = R.conv2d(x, w, b, stride, padding, dilation, groups)
-    assert y.shape == geo.output_shape
-    assert_matches(y, y_ref, dtype, reduction)
+    y = None
+    with refused_by_blocked(algorithm, geo, "output") as runs:
+        y = K.conv2d(x, w, b, *hyper, algorithm=algorithm)
+    if runs:
+        assert y.shape == geo.output_shape
+        assert_matches(y, R.conv2d(x, w, b, *hyper), dtype, reduction)
 
     gy = rng.standard_normal(geo.output_shape).astype(dtype)
-    gx = K.conv2d_grad_input(gy, w, x.shape, stride, padding, dilation, groups, algorithm=algorithm)
-    gx_ref = R.conv2d_grad_input(gy, w, x.shape, stride, padding, dilation, groups)
-    assert_matches(gx, gx_ref, dtype, geo.out_channels * geo.kernel_h * geo.kernel_w)
+    with refused_by_blocked(algorithm, geo, "grad_input") as runs:
+        gx = K.conv2d_grad_input(gy, w, x.shape, *hyper, algorithm=algorithm)
+    if runs:
+        assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, *hyper), dtype,
+                       geo.out_channels * geo.kernel_h * geo.kernel_w)
 
-    gw = K.conv2d_grad_weight(gy, x, w.shape, stride, padding, dilation, groups, algorithm=algorithm)
-    gw_ref = R.conv2d_grad_weight(gy, x, w.shape, stride, padding, dilation, groups)
-    assert_matches(gw, gw_ref, dtype, geo.batch * geo.out_h * geo.out_w)
+    with refused_by_blocked(algorithm, geo, "grad_weight") as runs:
+        gw = K.conv2d_grad_weight(gy, x, w.shape, *hyper, algorithm=algorithm)
+    if runs:
+        assert_matches(gw, R.conv2d_grad_weight(gy, x, w.shape, *hyper), dtype,
+                       geo.batch * geo.out_h * geo.out_w)
 
     gb = K.conv2d_grad_bias(gy)
     assert_matches(gb, R.conv2d_grad_bias(gy), dtype, geo.batch * geo.out_h * geo.out_w)
@@ -118,7 +141,7 @@ def conv_configs(draw):
 
 
 @given(config=conv_configs(), dtype=st.sampled_from(DTYPES),
-       algorithm=st.sampled_from(["direct", "im2col", "auto"]), bias=st.booleans(),
+       algorithm=st.sampled_from(["direct", "im2col", "blocked", "auto"]), bias=st.booleans(),
        workspace=st.sampled_from([None, 1, 600]), seed=st.integers(0, 2**32 - 1))
 def test_random_configs_match_reference(config, dtype, algorithm, bias, workspace, seed):
     rng = np.random.default_rng(seed)
@@ -131,8 +154,36 @@ def test_random_configs_match_reference(config, dtype, algorithm, bias, workspac
             check_all(x, w, b, algorithm, rng=rng, **hyper)
 
 
+@st.composite
+def blocked_tile_configs(draw):
+    """Convolutions the blocked kernels run, sized across their tile edges: 8 columns,
+    2 and 8 rows, blocks of 4 output channels and the channels left over."""
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 9))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, kernel[0] - 1)) * dilation[0],
+               draw(st.integers(0, kernel[1] - 1)) * dilation[1])
+    stride = (draw(st.integers(1, 2)), 1)
+    h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 19))
+    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 19))
+    return dict(input_shape=(draw(st.integers(1, 3)), c_in, h, w),
+                weight_shape=(c_out, c_in // groups) + kernel,
+                stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@given(config=blocked_tile_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_blocked_across_tile_edges_matches_reference(config, dtype, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    check_all(x, w, b, "blocked", rng=rng, **hyper)
+
+
 # ---------------------------------------------------------------------------------------
-# Edge cases, both algorithms
+# Edge cases, every algorithm
 # ---------------------------------------------------------------------------------------
 
 # (input_shape, weight_shape, stride, padding, dilation, groups, expected output (H, W))
@@ -165,7 +216,7 @@ def test_edge_cases(case, algorithm, dtype):
     rng = np.random.default_rng(1)
     x, w, b = random_problem(rng, input_shape, weight_shape, dtype)
     y = check_all(x, w, b, algorithm, stride, padding, dilation, groups, rng)
-    assert y.shape[2:] == out_hw
+    assert y is None or y.shape[2:] == out_hw
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -324,8 +375,13 @@ def test_hand_worked_2x2_ones(algorithm, dtype):
 def test_hand_worked_stride_padding_dilation(algorithm):
     ones3 = np.ones((1, 1, 3, 3))
     # 3x3 ones, stride 2, padding 1: the four corners of the padded image
-    y = K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
-    np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
+    if algorithm == "blocked":      # blocked runs stride 1 along the width only, and says so
+        with pytest.raises(ValueError, match=r"'blocked' needs stride 1 along the width "
+                                             r"\(got stride \(2, 2\)\); use 'auto'"):
+            K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
+    else:
+        y = K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
+        np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
     # 2x2 kernel with dilation 2 reads the four corners of the image
     y = K.conv2d(IMAGE, np.array([[[[1.0, 10.0], [100.0, 1000.0]]]]), dilation=2,
                  algorithm=algorithm)
@@ -358,21 +414,29 @@ def test_hand_worked_groups(algorithm):
 # algorithm="auto"
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("input_shape, weight_shape, groups, expected", [
-    ((1, 1, 8, 8), (4, 1, 3, 3), 1, "direct"),      # 1 * 3 * 3 = 9 multiply-adds per output
-    ((1, 3, 8, 8), (4, 3, 3, 3), 1, "direct"),      # 27
-    ((1, 8, 8, 8), (8, 1, 3, 3), 8, "direct"),      # depthwise: 9
-    ((1, 4, 8, 8), (4, 4, 3, 3), 1, "im2col"),      # 36
-    ((1, 8, 8, 8), (8, 4, 3, 3), 2, "im2col"),      # 36
-    ((1, 32, 4, 4), (2, 32, 1, 1), 1, "im2col"),    # 32: the bound itself
+@pytest.mark.parametrize("input_shape, weight_shape, stride, groups, computing, expected", [
+    # stride 1 along the width: the blocked kernels run every forward pass
+    ((1, 64, 8, 8), (64, 64, 3, 3), 1, 1, "output", "blocked"),
+    ((1, 8, 8, 8), (8, 1, 3, 3), (2, 1), 8, "output", "blocked"),
+    # ... and the input gradient up to C_out/groups * kH * kW = 256 multiply-adds per value
+    ((1, 8, 8, 8), (8, 1, 3, 3), 1, 8, "grad_input", "blocked"),      # 1 * 9
+    ((1, 4, 8, 8), (28, 4, 3, 3), 1, 1, "grad_input", "blocked"),     # 28 * 9 = 252
+    ((1, 4, 8, 8), (29, 4, 3, 3), 1, 1, "grad_input", "im2col"),      # 29 * 9 = 261
+    # ... and the weight gradient with fewer than 32 output channels a group, 256+ cells a plane
+    ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 16 x 16 outputs
+    ((1, 8, 15, 15), (8, 1, 3, 3), 1, 8, "grad_weight", "direct"),    # 15 x 15: direct, 9 < 16
+    ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 32 channels
+    # where blocked cannot run: direct below 16 multiply-adds per output, im2col above
+    ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "output", "direct"),
+    ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "direct"),
+    ((1, 8, 9, 9), (8, 2, 3, 3), (2, 1), 4, "grad_input", "im2col"),  # 18
 ])
-def test_choose_algorithm(input_shape, weight_shape, groups, expected, monkeypatch):
-    geo = conv2d_geometry(input_shape, weight_shape, 1, 1, 1, groups)
-    # the rule is tested with a fixed bound; the shipped bound is a tuning choice
-    monkeypatch.setattr(conv_module, "DIRECT_MAX_REDUCTION", 32)
-    assert K.choose_algorithm(geo) == expected
+def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, expected,
+                          monkeypatch):
+    geo = conv2d_geometry(input_shape, weight_shape, stride, 1, 1, groups)
+    assert K.choose_algorithm(geo, computing) == expected
 
-    # "auto" runs the chosen algorithm: spy on both entry points
+    # "auto" runs the chosen algorithm: spy on every entry point
     calls = []
 
     def spy(name, real):
@@ -381,15 +445,34 @@ def test_choose_algorithm(input_shape, weight_shape, groups, expected, monkeypat
             return real(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(conv_module._conv_direct, "conv2d_forward",
-                        spy("direct", conv_module._conv_direct.conv2d_forward))
-    monkeypatch.setattr(conv_module._im2col, "conv2d_forward",
-                        spy("im2col", conv_module._im2col.conv2d_forward))
+    entry = {"output": "conv2d_forward", "grad_input": "conv2d_grad_input",
+             "grad_weight": "conv2d_grad_weight"}[computing]
+    for name, module in (("direct", conv_module._conv_direct), ("im2col", conv_module._im2col),
+                         ("blocked", conv_module._conv_blocked)):
+        # the blocked input gradient is a forward convolution of the output gradient
+        blocked_entry = "conv2d_forward" if computing == "grad_input" else entry
+        attribute = blocked_entry if name == "blocked" else entry
+        monkeypatch.setattr(module, attribute, spy(name, getattr(module, attribute)))
     rng = np.random.default_rng(6)
     x, w, b = random_problem(rng, input_shape, weight_shape, np.float64)
-    y = K.conv2d(x, w, b, 1, 1, 1, groups)
+    gy = rng.standard_normal(geo.output_shape)
+    hyper = (stride, 1, 1, groups)
+    if computing == "output":
+        result, expected_value = K.conv2d(x, w, b, *hyper), R.conv2d(x, w, b, *hyper)
+    elif computing == "grad_input":
+        result = K.conv2d_grad_input(gy, w, x.shape, *hyper)
+        expected_value = R.conv2d_grad_input(gy, w, x.shape, *hyper)
+    else:
+        result = K.conv2d_grad_weight(gy, x, w.shape, *hyper)
+        expected_value = R.conv2d_grad_weight(gy, x, w.shape, *hyper)
     assert set(calls) == {expected}
-    assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, groups), np.float64, 300)
+    assert_matches(result, expected_value, np.float64, 600)
+
+
+def test_choose_algorithm_rejects_an_unknown_pass():
+    geo = conv2d_geometry((1, 1, 4, 4), (1, 1, 3, 3), 1, 0, 1, 1)
+    with pytest.raises(ValueError, match=r"computing must be one of .*'output'.*got 'backward'"):
+        K.choose_algorithm(geo, "backward")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

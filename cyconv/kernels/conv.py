@@ -4,17 +4,20 @@ Same signatures as ``cyconv.reference`` (plus a keyword-only ``algorithm``), so 
 benchmarks can swap one for the other. Arguments are checked here, once, by
 ``cyconv.geometry``; the Cython loops trust them.
 
-Two algorithms compute the same numbers:
+Three algorithms compute the same numbers:
 
-- ``"direct"``: the loop-level kernel of ``_conv_direct.pyx``, the formula written as loops.
-  It needs no workspace and wins where there is little work per output (depthwise
-  convolutions).
+- ``"direct"``: the loop-level kernel of ``_conv_direct.pyx``, the formula written as loops,
+  to read and learn from. It needs no workspace.
+- ``"blocked"``: ``_conv_blocked.pyx``, the same sum as direct loops reordered for the CPU:
+  a zero-padded copy of the input planes, and tiles of 4 channels x 2 rows x 8 columns
+  summed in vector registers. It needs stride 1 along the width (and for the input
+  gradient stride 1 and padding at most dilation * (kernel - 1)).
 - ``"im2col"``: ``_im2col.pyx`` copies the receptive fields of a band of output rows into
   the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
-  runs that pipeline on its own bands. It wins where each output sums over many inputs
-  (C_in/groups * kH * kW large).
+  runs that pipeline on its own bands. It wins the gradients where each output sums over
+  many inputs (C_in/groups * kH * kW large).
 
-``algorithm="auto"`` (the default) picks one with :func:`choose_algorithm`.
+``algorithm="auto"`` (the default) picks one per pass with :func:`choose_algorithm`.
 """
 
 from __future__ import annotations
@@ -24,33 +27,66 @@ import threading
 import numpy as np
 
 from .. import geometry as geo
-from . import _conv_direct, _im2col
+from . import _conv_blocked, _conv_direct, _im2col
 from .threads import get_num_threads
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
            "choose_algorithm", "ALGORITHMS"]
 
-ALGORITHMS = ("auto", "direct", "im2col")
+ALGORITHMS = ("auto", "direct", "im2col", "blocked")
 
 #: Size (bytes) of one thread's im2col columns: blocks of output columns are chosen so that
 #: their columns fit, and stay in the cache between the copy and the matrix product.
 BAND_BYTES = 2**20
 
 #: Below this many multiply-adds per output value (C_in/groups * kH * kW), "auto" picks the
-#: direct loops; the matrix product does not pay for the im2col copy there.
+#: direct loops where the blocked kernels cannot run; the matrix product does not pay for
+#: the im2col copy there.
 DIRECT_MAX_REDUCTION = 16
 
+#: "auto" computes the input gradient with the blocked kernels up to this many multiply-adds
+#: per input value (C_out/groups * kH * kW); above it the matrix products of im2col win.
+BLOCKED_MAX_GRAD_INPUT_REDUCTION = 256
 
-def choose_algorithm(geometry: geo.ConvGeometry) -> str:
-    """The algorithm "auto" runs for this convolution: "direct" or "im2col"."""
-    reduction = (geometry.in_channels // geometry.groups) * geometry.kernel_h * geometry.kernel_w
+#: ... and the weight gradient when a group has fewer output channels than this (small
+#: matrix products) and each output plane at least BLOCKED_MIN_GRAD_WEIGHT_PLANE cells.
+BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
+BLOCKED_MIN_GRAD_WEIGHT_PLANE = 256
+
+#: What each pass computes, as ``choose_algorithm`` names them.
+PASSES = ("output", "grad_input", "grad_weight")
+
+
+def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> str:
+    """The algorithm "auto" runs for one pass of this convolution: "blocked", "direct" or
+    "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or "grad_weight".
+
+    The rule follows the measurements in bench/RESULTS.md: the blocked kernels win every
+    forward pass they can run (stride 1 along the width), and the gradients of convolutions
+    with few channels per group; the im2col matrix products win the gradients of wide
+    convolutions.
+    """
+    if computing not in PASSES:
+        raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
+    g = geometry
+    out_per_group = g.out_channels // g.groups
+    if blocked_unsupported(g, computing) is None:
+        if computing == "output":
+            return "blocked"
+        if (computing == "grad_input"
+                and out_per_group * g.kernel_h * g.kernel_w <= BLOCKED_MAX_GRAD_INPUT_REDUCTION):
+            return "blocked"
+        if (computing == "grad_weight" and out_per_group < BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
+                and g.out_h * g.out_w >= BLOCKED_MIN_GRAD_WEIGHT_PLANE):
+            return "blocked"
+    reduction = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     return "direct" if reduction < DIRECT_MAX_REDUCTION else "im2col"
 
 
-def _resolve(algorithm: str, geometry: geo.ConvGeometry) -> str:
+def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str) -> str:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    return choose_algorithm(geometry) if algorithm == "auto" else algorithm
+    return choose_algorithm(geometry, computing) if algorithm == "auto" else algorithm
 
 
 def _loop_args(g: geo.ConvGeometry) -> tuple:
@@ -101,6 +137,101 @@ def _workspace(name: str, threads: int, size: int, dtype) -> np.ndarray:
 _local = threading.local()
 
 
+# --- the register-blocked direct kernels (_conv_blocked.pyx) -------------------------------
+
+#: Output columns and channels (or taps) of one register tile of the blocked kernels.
+TILE, BLOCK = 8, 4
+
+
+def _tap_offsets(cg: int, kernel: tuple, dilation: tuple, hp: int, wp: int) -> np.ndarray:
+    """Where tap k = (c*kH + p)*kW + q lies in the padded planes: c*Hp*Wp + p*dh*Wp + q*dw."""
+    c, p, q = np.meshgrid(np.arange(cg), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij")
+    return (c * hp * wp + p * dilation[0] * wp + q * dilation[1]).ravel().astype(np.intp)
+
+
+def blocked_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
+    """Why the "blocked" kernels cannot run this pass ("output", "grad_input" or
+    "grad_weight") of the convolution, or None if they can.
+
+    They need stride 1 along the width; the input gradient, computed as a convolution of
+    the output gradient with the flipped weight, needs stride 1 and padding no larger than
+    dilation * (kernel - 1) on the top and the left.
+    """
+    if g.stride[1] != 1:
+        return f"stride 1 along the width (got stride {g.stride})"
+    if computing == "grad_input":
+        if g.stride != (1, 1):
+            return f"stride 1 for the input gradient (got stride {g.stride})"
+        if (g.padding[0] > g.dilation[0] * (g.kernel_h - 1)
+                or g.padding[2] > g.dilation[1] * (g.kernel_w - 1)):
+            return ("padding (top, left) of at most dilation * (kernel - 1) for the input "
+                    f"gradient (got padding {g.padding})")
+    return None
+
+
+def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
+    reason = blocked_unsupported(g, computing)
+    if reason is not None:
+        raise ValueError(f"algorithm='blocked' needs {reason}; use 'auto', 'direct' or 'im2col'")
+
+
+def _padded_size(out_h: int, out_w: int, kernel: tuple, stride_h: int, dilation: tuple) -> tuple:
+    """(Hp, Wp) of the padded planes the blocked tiles read, stick-out tiles included."""
+    rows = -(-out_h // (2 * BLOCK)) * 2 * BLOCK
+    cols = -(-out_w // TILE) * TILE
+    return ((rows - 1) * stride_h + (kernel[0] - 1) * dilation[0] + 1,
+            cols + (kernel[1] - 1) * dilation[1])
+
+
+def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride_h, dilation, groups, threads):
+    """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked, stride 1 along the width."""
+    c_out, cg, kh, kw = weight.shape
+    out_g = c_out // groups
+    blocks = out_g // BLOCK
+    taps = cg * kh * kw
+    w_matrix = np.ascontiguousarray(weight.reshape(c_out, taps))
+    w_blocks = np.ascontiguousarray(  # (groups, blocks, Cg*kH*kW, 4): a block's 4 channels side by side
+        w_matrix.reshape(groups, out_g, taps)[:, :blocks * BLOCK]
+        .reshape(groups, blocks, BLOCK, taps).transpose(0, 1, 3, 2))
+    hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride_h, dilation)
+    padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
+    scratch = _workspace("scratch", threads, 2 * BLOCK * TILE, x.dtype)
+    bias = np.zeros(c_out, x.dtype) if bias is None else bias
+    _conv_blocked.conv2d_forward(x, w_blocks, w_matrix, bias,
+                                 _tap_offsets(cg, (kh, kw), dilation, hp, wp), y, padded, scratch,
+                                 hp, wp, stride_h, pad_top, pad_left, groups, threads)
+    return y
+
+
+def _blocked_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
+    """The input gradient as a convolution: grad_x = conv2d(grad_y, w') with the weight
+    flipped and its two channel axes swapped within each group,
+    w'[g*Cg + c, co, p, q] = w[g*out_g + co, c, kH-1-p, kW-1-q], and padding
+    dilation * (kernel - 1) - padding (stride 1)."""
+    groups, (c_out, cg, kh, kw) = g.groups, weight.shape
+    flipped = (weight.reshape(groups, c_out // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+               .transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, kh, kw))
+    grad_x = np.empty(g.input_shape, weight.dtype)
+    return _blocked_conv(grad_y, flipped, None, grad_x, g.dilation[0] * (kh - 1) - g.padding[0],
+                         g.dilation[1] * (kw - 1) - g.padding[2], 1, g.dilation, groups, threads)
+
+
+def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
+    """The weight gradient with _conv_blocked: 4 taps of one channel's filter at a time."""
+    cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
+    out_g = g.out_channels // g.groups
+    hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride[0], g.dilation)
+    offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.dilation, hp, wp),
+                              np.zeros(BLOCK - 1, np.intp)])  # the last block's missing taps
+    padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
+    gy_padded = _workspace("gy_padded", threads,
+                           out_g * 2 * -(-g.out_h // 2) * -(-g.out_w // TILE) * TILE, x.dtype)
+    partial = np.zeros((threads, g.out_channels, offsets.size), x.dtype)
+    _conv_blocked.conv2d_grad_weight(x, grad_y, partial, padded, gy_padded, offsets, hp, wp,
+                                     g.stride[0], g.padding[0], g.padding[2], g.groups, threads)
+    return partial[:, :, :offsets.size - (BLOCK - 1)].sum(axis=0).reshape(g.weight_shape)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            algorithm: str = "auto") -> np.ndarray:
     """2-D convolution (cross-correlation, as in PyTorch) of NCHW images.
@@ -111,13 +242,17 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     i*stride_h - pad_top + p*dilation_h, j*stride_w - pad_left + q*dilation_w]``.
     """
     x, weight, bias, g = geo.check_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    algorithm = _resolve(algorithm, g)
+    algorithm = _resolve(algorithm, g, "output")
     threads = get_num_threads()
     if algorithm == "direct":
         y = np.empty(g.output_shape, x.dtype)
         y[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
         _conv_direct.conv2d_forward(x, weight, y, *_loop_args(g), g.groups, threads)
         return y
+    if algorithm == "blocked":
+        _check_blocked(g, "output")
+        return _blocked_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
+                             g.padding[2], g.stride[0], g.dilation, g.groups, threads)
 
     y = np.empty(g.output_shape, x.dtype)
     images, band = im2col_blocks(g, x.itemsize, threads)
@@ -141,8 +276,11 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     """
     grad_y, weight, g = geo.check_conv2d_grad_input(grad_output, weight, input_shape, stride,
                                                     padding, dilation, groups)
-    algorithm = _resolve(algorithm, g)
+    algorithm = _resolve(algorithm, g, "grad_input")
     threads = get_num_threads()
+    if algorithm == "blocked":
+        _check_blocked(g, "grad_input")
+        return _blocked_grad_input(grad_y, weight, g, threads)
     grad_x = np.zeros(g.input_shape, weight.dtype)
     if algorithm == "direct":
         _conv_direct.conv2d_grad_input(grad_y, weight, grad_x, *_loop_args(g), g.groups, threads)
@@ -170,12 +308,15 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
     """
     grad_y, x, g = geo.check_conv2d_grad_weight(grad_output, input, weight_shape, stride,
                                                 padding, dilation, groups)
-    algorithm = _resolve(algorithm, g)
+    algorithm = _resolve(algorithm, g, "grad_weight")
     threads = get_num_threads()
     if algorithm == "direct":
         grad_w = np.empty(g.weight_shape, x.dtype)
         _conv_direct.conv2d_grad_weight(grad_y, x, grad_w, *_loop_args(g), g.groups, threads)
         return grad_w
+    if algorithm == "blocked":
+        _check_blocked(g, "grad_weight")
+        return _blocked_grad_weight(grad_y, x, g, threads)
 
     images, band = im2col_blocks(g, x.itemsize, threads)
     width = images * band * g.out_w

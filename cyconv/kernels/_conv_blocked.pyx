@@ -1,0 +1,324 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Direct convolution with register blocking: the fast path for few channels and groups.
+
+It computes the same sum as the loops of ``_conv_direct.pyx``,
+
+    y[n, co, i, j] = bias[co] + sum over c, p, q of  w[co, c, p, q] * x[n, g*Cg + c, h, w]
+    with h = i * stride_h - pad_top + p * dilation_h,  w = j - pad_left + q * dilation_w,
+
+(stride 1 along the width), but in an order a CPU likes:
+
+1. the Cg input planes of one (image, group) are copied into a zero-padded buffer, so no
+   loop below tests for the border: padded[c, r, s] = x[n, g*Cg + c, r - pad_top, s - pad_left];
+2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
+   output channels (or, with fewer channels per group, of 4 output rows of one channel) is
+   summed in 4 x 8 local accumulators. With the trip counts fixed at compile time, the
+   compiler keeps the accumulators in vector registers (one AVX register holds 8 floats) for
+   the whole sum over c, p, q, and each input vector it loads feeds 4 multiply-adds.
+
+The gradient of the weight uses the same padded buffer and tiles of 8 columns, summing
+4 weight taps at once. The gradient of the input is a convolution too (of the output
+gradient with the flipped weight), so cyconv.kernels.conv runs it through ``conv2d_forward``.
+
+Tiles that stick out past the right edge (or bottom row) of the output are computed in full
+and written to a scratch tile, of which only the part inside is kept. The arguments were
+checked in Python (cyconv.kernels.conv); nothing is checked here.
+"""
+
+from libc.string cimport memcpy, memset
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+cdef enum:
+    TILE = 8     # output columns per tile
+    BLOCK = 4    # output channels (or rows, or weight taps) per tile
+
+
+# Eight-wide vector arithmetic on the accumulators, with GCC/Clang vector types: written as
+# plain loops, GCC unrolls the 8 columns into scalars and loses the vector registers.
+cdef extern from *:
+    """
+    typedef float cyconv_float8 __attribute__((vector_size(32), aligned(4), may_alias));
+    typedef double cyconv_double8 __attribute__((vector_size(64), aligned(8), may_alias));
+    #define CYCONV_AXPY8_FLOAT(acc, w, x) (*(cyconv_float8*)(acc) += (w) * *(const cyconv_float8*)(x))
+    #define CYCONV_AXPY8_DOUBLE(acc, w, x) (*(cyconv_double8*)(acc) += (w) * *(const cyconv_double8*)(x))
+    #define CYCONV_DOT8_FLOAT(acc, a, b) \
+        (*(cyconv_float8*)(acc) += *(const cyconv_float8*)(a) * *(const cyconv_float8*)(b))
+    #define CYCONV_DOT8_DOUBLE(acc, a, b) \
+        (*(cyconv_double8*)(acc) += *(const cyconv_double8*)(a) * *(const cyconv_double8*)(b))
+    """
+    void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
+    void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
+    void dot8_float "CYCONV_DOT8_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
+    void dot8_double "CYCONV_DOT8_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
+
+
+cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept nogil:
+    """acc[jj] += w * x[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        axpy8_float(acc, w, x)
+    else:
+        axpy8_double(acc, w, x)
+
+
+cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexcept nogil:
+    """acc[jj] += a[jj] * b[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        dot8_float(acc, a, b)
+    else:
+        dot8_double(acc, a, b)
+
+
+cdef void pad_planes(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,
+                     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t Hp, Py_ssize_t Wp,
+                     floating* padded) noexcept nogil:
+    """padded[c, r, s] = x[n, c0 + c, r - pad_top, s - pad_left], 0 outside x; c < count."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t c, r, h
+    cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)                # first column inside x
+    cdef Py_ssize_t hi = max(min(pad_left + W, Wp), lo)           # one past the last
+    cdef floating* row
+    for c in range(count):
+        for r in range(Hp):
+            row = padded + (c * Hp + r) * Wp
+            h = r - pad_top
+            if h < 0 or h >= H:
+                memset(row, 0, Wp * sizeof(floating))
+                continue
+            memset(row, 0, lo * sizeof(floating))
+            memcpy(row + lo, &x[n, c0 + c, h, lo - pad_left], (hi - lo) * sizeof(floating))
+            memset(row + hi, 0, (Wp - hi) * sizeof(floating))
+
+
+cdef inline void store8(floating* acc, floating* y, Py_ssize_t count, Py_ssize_t stride) noexcept nogil:
+    """y[k * stride + jj] = acc[k * 8 + jj] for the first ``count`` accumulators."""
+    cdef Py_ssize_t k, jj
+    for k in range(count):
+        for jj in range(TILE):
+            y[k * stride + jj] = acc[k * TILE + jj]
+
+
+cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_t taps,
+                               const Py_ssize_t* offsets, Py_ssize_t next_row,
+                               const floating* bias4, floating* y, Py_ssize_t channel_stride,
+                               Py_ssize_t row_stride) noexcept nogil:
+    """4 output channels x 2 rows x 8 columns:
+
+        y[b, r, jj] = bias4[b] + sum over taps k of wb[k, b] * xs[offsets[k] + r * next_row + jj]
+
+    xs: the padded input under tap 0 of the tile's first cell; offsets[k]: where tap
+    k = (c*kH + p)*kW + q is from there; wb: the block's weights as (taps, 4). The 8
+    accumulators are independent, so the multiply-adds do not wait on each other.
+    """
+    cdef floating acc[2 * BLOCK * TILE]
+    cdef Py_ssize_t k, b, jj
+    cdef const floating* x0
+    cdef const floating* x1
+    for b in range(BLOCK):
+        for jj in range(TILE):
+            acc[(2 * b) * TILE + jj] = bias4[b]
+            acc[(2 * b + 1) * TILE + jj] = bias4[b]
+    for k in range(taps):
+        x0 = xs + offsets[k]
+        x1 = x0 + next_row
+        axpy8(&acc[0 * TILE], wb[0], x0)
+        axpy8(&acc[1 * TILE], wb[0], x1)
+        axpy8(&acc[2 * TILE], wb[1], x0)
+        axpy8(&acc[3 * TILE], wb[1], x1)
+        axpy8(&acc[4 * TILE], wb[2], x0)
+        axpy8(&acc[5 * TILE], wb[2], x1)
+        axpy8(&acc[6 * TILE], wb[3], x0)
+        axpy8(&acc[7 * TILE], wb[3], x1)
+        wb += BLOCK
+    for b in range(BLOCK):
+        store8(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
+
+
+cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t taps,
+                           const Py_ssize_t* offsets, Py_ssize_t next_row, floating bias,
+                           floating* y, Py_ssize_t row_stride) noexcept nogil:
+    """1 output channel x 8 rows x 8 columns:
+
+        y[r, jj] = bias + sum over taps k of w[k] * xs[offsets[k] + r * next_row + jj]
+
+    w: the channel's weights, one per tap.
+    """
+    cdef floating acc[2 * BLOCK * TILE]
+    cdef Py_ssize_t k, jj
+    cdef const floating* xv
+    cdef floating tap
+    for jj in range(2 * BLOCK * TILE):
+        acc[jj] = bias
+    for k in range(taps):
+        xv = xs + offsets[k]
+        tap = w[k]
+        axpy8(&acc[0 * TILE], tap, xv)
+        axpy8(&acc[1 * TILE], tap, xv + next_row)
+        axpy8(&acc[2 * TILE], tap, xv + 2 * next_row)
+        axpy8(&acc[3 * TILE], tap, xv + 3 * next_row)
+        axpy8(&acc[4 * TILE], tap, xv + 4 * next_row)
+        axpy8(&acc[5 * TILE], tap, xv + 5 * next_row)
+        axpy8(&acc[6 * TILE], tap, xv + 6 * next_row)
+        axpy8(&acc[7 * TILE], tap, xv + 7 * next_row)
+    store8(acc, y, 2 * BLOCK, row_stride)
+
+
+cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t rows,
+                             Py_ssize_t row_stride, Py_ssize_t width) noexcept nogil:
+    """Copy the first ``width`` columns of ``rows`` scratch tile rows to y (rows row_stride apart)."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        memcpy(y + r * row_stride, scratch + r * TILE, width * sizeof(floating))
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,
+                   const floating[:, ::1] w_matrix, const floating[::1] bias,
+                   const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,
+                   floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t Hp, Py_ssize_t Wp,
+                   Py_ssize_t stride_h, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
+                   int num_threads):
+    """y = conv2d(x, w) + bias, stride 1 along the width; one (image, group) per task.
+
+    w_blocks (groups, out_g // 4, Cg*kH*kW, 4): the weights of each group's whole blocks of
+    4 output channels, tap-major; w_matrix (C_out, Cg*kH*kW): all weights, for the channels
+    left over. bias (C_out,) (zeros for none). offsets (Cg*kH*kW,): where tap
+    (c*kH + p)*kW + q lies in the padded planes, c*Hp*Wp + p*dilation_h*Wp + q*dilation_w.
+    padded (threads, Cg*Hp*Wp) and scratch (threads, 64) are per-thread workspaces; Hp and
+    Wp cover every row and column the tiles read, including the tiles that stick out.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
+    cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
+    cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Wp
+    cdef Py_ssize_t task, t, n, g, b, co, r, i, jt, width, rows
+    cdef floating* buf
+    cdef floating* tmp
+    cdef floating* out
+
+    for task in prange(N * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
+        n = task // groups
+        g = task % groups
+        t = threadid()
+        buf = &padded[t, 0]
+        tmp = &scratch[t, 0]
+        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, Hp, Wp, buf)
+        # whole blocks of 4 output channels, 2 rows at a time
+        for i in range(0, H_out, 2):                       # i: first row of the tile
+            rows = min(2, H_out - i)
+            for b in range(blocks):
+                co = g * out_g + b * BLOCK
+                for jt in range(0, W_out, 8):              # jt: first column of the tile
+                    width = min(TILE, W_out - jt)
+                    out = &y[n, co, i, jt]
+                    if width == TILE and rows == 2:
+                        tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
+                                      &offsets[0], next_row, &bias[co], out, L, W_out)
+                    else:
+                        tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
+                                      &offsets[0], next_row, &bias[co], tmp, 2 * TILE, TILE)
+                        for r in range(BLOCK):
+                            keep_inside(tmp + r * 2 * TILE, out + r * L, rows, W_out, width)
+        # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
+        for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
+            for i in range(0, H_out, 8):
+                rows = min(2 * BLOCK, H_out - i)
+                for jt in range(0, W_out, 8):
+                    width = min(TILE, W_out - jt)
+                    out = &y[n, co, i, jt]
+                    if width == TILE and rows == 2 * BLOCK:
+                        tile_rows(buf + i * next_row + jt, &w_matrix[co, 0], taps, &offsets[0],
+                                  next_row, bias[co], out, W_out)
+                    else:
+                        tile_rows(buf + i * next_row + jt, &w_matrix[co, 0], taps, &offsets[0],
+                                  next_row, bias[co], tmp, TILE)
+                        keep_inside(tmp, out, rows, W_out, width)
+
+
+cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t row_pairs,
+                           Py_ssize_t tiles, Py_ssize_t gy_row, Py_ssize_t next_row,
+                           const Py_ssize_t* offsets, floating* sums) noexcept nogil:
+    """sums[k] += sum over i, j of gy[i, j] * xs[offsets[k] + i*next_row + j], for 4 taps k.
+
+    gy: one output-gradient plane, rows gy_row apart, zero past the last column and in the
+    row after the last when the count is odd, so that ``row_pairs`` pairs of rows of
+    ``tiles`` whole tiles of 8 cover it; xs: the padded input planes. Two rows at a time
+    make 8 independent accumulators.
+    """
+    cdef floating acc[2 * BLOCK * TILE]
+    cdef Py_ssize_t i, jt, jj, k
+    cdef const floating* g0
+    cdef const floating* g1
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    for jj in range(2 * BLOCK * TILE):
+        acc[jj] = 0
+    for i in range(0, 2 * row_pairs, 2):
+        for jt in range(0, tiles * TILE, 8):
+            g0 = gy + i * gy_row + jt
+            g1 = g0 + gy_row
+            x0 = xs + offsets[0] + i * next_row + jt
+            x1 = xs + offsets[1] + i * next_row + jt
+            x2 = xs + offsets[2] + i * next_row + jt
+            x3 = xs + offsets[3] + i * next_row + jt
+            dot8(&acc[0 * TILE], g0, x0)
+            dot8(&acc[1 * TILE], g1, x0 + next_row)
+            dot8(&acc[2 * TILE], g0, x1)
+            dot8(&acc[3 * TILE], g1, x1 + next_row)
+            dot8(&acc[4 * TILE], g0, x2)
+            dot8(&acc[5 * TILE], g1, x2 + next_row)
+            dot8(&acc[6 * TILE], g0, x3)
+            dot8(&acc[7 * TILE], g1, x3 + next_row)
+    for k in range(BLOCK):
+        for jj in range(2 * TILE):
+            sums[k] += acc[2 * k * TILE + jj]
+
+
+def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
+                       floating[:, :, ::1] partial, floating[:, ::1] padded,
+                       floating[:, ::1] gy_padded, const Py_ssize_t[::1] tap_offsets,
+                       Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t pad_top,
+                       Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * padded x under tap k.
+
+    The weight gradient summed over the (image, group) tasks thread t ran, stride 1 along the
+    width; the caller adds the threads up. partial (threads, C_out, R + 3) must be zero on
+    entry (its 3 extra columns take the taps of the last block that do not exist);
+    tap_offsets (R + 3,) holds the offset in the padded planes of tap k = (c*kH + p)*kW + q,
+    c*Hp*Wp + p*dilation_h*Wp + q*dilation_w (the 3 extra ones repeat tap 0). padded
+    (threads, Cg*Hp*Wp) and gy_padded (threads, out_g * 2*ceil(H_out/2) * 8*ceil(W_out/8))
+    are workspaces.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
+    cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups
+    cdef Py_ssize_t R = partial.shape[2] - (BLOCK - 1)
+    cdef Py_ssize_t tiles = (W_out + TILE - 1) // TILE, gy_row = tiles * TILE
+    cdef Py_ssize_t row_pairs = (H_out + 1) // 2, gy_plane_size = 2 * row_pairs * gy_row
+    cdef Py_ssize_t task, t, n, g, co, i, k
+    cdef floating* buf
+    cdef floating* gy
+    cdef floating* gy_at
+
+    # static: every run hands the same tasks to the same thread, so the partial sums (and
+    # the rounding of the gradient) are the same from run to run
+    for task in prange(N * groups, nogil=True, schedule="static", num_threads=num_threads):
+        n = task // groups
+        g = task % groups
+        t = threadid()
+        buf = &padded[t, 0]
+        gy = &gy_padded[t, 0]
+        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, Hp, Wp, buf)
+        for co in range(out_g):          # the group's output gradient, padded with zeros
+            for i in range(2 * row_pairs):
+                gy_at = gy + co * gy_plane_size + i * gy_row
+                if i < H_out:
+                    memcpy(gy_at, &grad_y[n, g * out_g + co, i, 0], W_out * sizeof(floating))
+                    memset(gy_at + W_out, 0, (gy_row - W_out) * sizeof(floating))
+                else:
+                    memset(gy_at, 0, gy_row * sizeof(floating))
+        for co in range(out_g):
+            for k in range(0, R, 4):                       # taps k .. k+3
+                tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Wp,
+                          &tap_offsets[k], &partial[t, g * out_g + co, k])
