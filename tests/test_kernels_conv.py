@@ -66,8 +66,8 @@ def random_problem(rng, input_shape, weight_shape, dtype, bias=True):
 def refused_by_blocked(algorithm, geo, computing):
     """Run the block; if it asks "blocked" for a pass it cannot run, expect its ValueError."""
     if algorithm == "blocked" and conv_module.blocked_unsupported(geo, computing) is not None:
-        with pytest.raises(ValueError, match=r"algorithm='blocked' needs stride 1"
-                                             r"|algorithm='blocked' needs padding"):
+        with pytest.raises(ValueError, match=r"algorithm='blocked' needs stride 1 for the input "
+                                             r"gradient|algorithm='blocked' needs padding"):
             yield False
     else:
         yield True
@@ -156,8 +156,9 @@ def test_random_configs_match_reference(config, dtype, algorithm, bias, workspac
 
 @st.composite
 def blocked_tile_configs(draw):
-    """Convolutions the blocked kernels run, sized across their tile edges: 8 columns,
-    2 and 8 rows, blocks of 4 output channels and the channels left over."""
+    """Convolutions sized across the blocked kernels' tile edges: 8 columns, 2, 3 and 8
+    rows, blocks of 4 output channels and the channels left over; strides along the width
+    (the row phases of the padded planes)."""
     groups = draw(st.integers(1, 3))
     c_in = groups * draw(st.integers(1, 3))
     c_out = groups * draw(st.integers(1, 9))
@@ -165,7 +166,7 @@ def blocked_tile_configs(draw):
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, kernel[0] - 1)) * dilation[0],
                draw(st.integers(0, kernel[1] - 1)) * dilation[1])
-    stride = (draw(st.integers(1, 2)), 1)
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
     h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 19))
     w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 19))
     return dict(input_shape=(draw(st.integers(1, 3)), c_in, h, w),
@@ -375,13 +376,12 @@ def test_hand_worked_2x2_ones(algorithm, dtype):
 def test_hand_worked_stride_padding_dilation(algorithm):
     ones3 = np.ones((1, 1, 3, 3))
     # 3x3 ones, stride 2, padding 1: the four corners of the padded image
-    if algorithm == "blocked":      # blocked runs stride 1 along the width only, and says so
-        with pytest.raises(ValueError, match=r"'blocked' needs stride 1 along the width "
+    y = K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
+    np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
+    if algorithm == "blocked":      # its input gradient needs stride 1, and it says so
+        with pytest.raises(ValueError, match=r"'blocked' needs stride 1 for the input gradient "
                                              r"\(got stride \(2, 2\)\); use 'auto'"):
-            K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
-    else:
-        y = K.conv2d(IMAGE, ones3, stride=2, padding=1, algorithm=algorithm)
-        np.testing.assert_array_equal(y, [[[[12, 16], [24, 28]]]])
+            K.conv2d_grad_input(y, ones3, IMAGE.shape, stride=2, padding=1, algorithm=algorithm)
     # 2x2 kernel with dilation 2 reads the four corners of the image
     y = K.conv2d(IMAGE, np.array([[[[1.0, 10.0], [100.0, 1000.0]]]]), dilation=2,
                  algorithm=algorithm)
@@ -415,9 +415,10 @@ def test_hand_worked_groups(algorithm):
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("input_shape, weight_shape, stride, groups, computing, expected", [
-    # stride 1 along the width: the blocked kernels run every forward pass
+    # the blocked kernels run every forward pass
     ((1, 64, 8, 8), (64, 64, 3, 3), 1, 1, "output", "blocked"),
     ((1, 8, 8, 8), (8, 1, 3, 3), (2, 1), 8, "output", "blocked"),
+    ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "output", "blocked"),
     # ... and the input gradient up to C_out/groups * kH * kW = 256 multiply-adds per value
     ((1, 8, 8, 8), (8, 1, 3, 3), 1, 8, "grad_input", "blocked"),      # 1 * 9
     ((1, 4, 8, 8), (28, 4, 3, 3), 1, 1, "grad_input", "blocked"),     # 28 * 9 = 252
@@ -426,10 +427,11 @@ def test_hand_worked_groups(algorithm):
     ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 16 x 16 outputs
     ((1, 8, 15, 15), (8, 1, 3, 3), 1, 8, "grad_weight", "direct"),    # 15 x 15: direct, 9 < 16
     ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 32 channels
-    # where blocked cannot run: direct below 16 multiply-adds per output, im2col above
-    ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "output", "direct"),
-    ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "direct"),
-    ((1, 8, 9, 9), (8, 2, 3, 3), (2, 1), 4, "grad_input", "im2col"),  # 18
+    # where blocked cannot (or should not) run: direct below 16 multiply-adds per output,
+    # im2col above
+    ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "direct"),  # 9 x 5 outputs
+    ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "grad_input", "direct"),        # stride 2
+    ((1, 8, 9, 9), (8, 2, 3, 3), (2, 1), 4, "grad_input", "im2col"),   # 18
 ])
 def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, expected,
                           monkeypatch):

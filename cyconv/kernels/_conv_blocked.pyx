@@ -1,24 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Direct convolution with register blocking: the fast path for few channels and groups.
+"""Direct convolution with register blocking: the fast path of "auto".
 
 It computes the same sum as the loops of ``_conv_direct.pyx``,
 
     y[n, co, i, j] = bias[co] + sum over c, p, q of  w[co, c, p, q] * x[n, g*Cg + c, h, w]
-    with h = i * stride_h - pad_top + p * dilation_h,  w = j - pad_left + q * dilation_w,
+    with h = i * stride_h - pad_top + p * dilation_h,  w = j * stride_w - pad_left + q * dilation_w,
 
-(stride 1 along the width), but in an order a CPU likes:
+but in an order a CPU likes:
 
 1. the Cg input planes of one (image, group) are copied into a zero-padded buffer, so no
-   loop below tests for the border: padded[c, r, s] = x[n, g*Cg + c, r - pad_top, s - pad_left];
+   loop below tests for the border (with a stride along the width, each row is stored as
+   its stride_w phases, so that a tap reads neighbouring outputs' inputs side by side);
 2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
-   output channels (or, with fewer channels per group, of 4 output rows of one channel) is
-   summed in 4 x 8 local accumulators. With the trip counts fixed at compile time, the
-   compiler keeps the accumulators in vector registers (one AVX register holds 8 floats) for
-   the whole sum over c, p, q, and each input vector it loads feeds 4 multiply-adds.
+   output channels x 3 rows (or, with fewer than 4 channels per group, 1 channel x 8 rows)
+   is summed in 12 (or 8) local accumulators of 8 columns. The accumulators stay in vector
+   registers (one AVX register holds 8 floats) for the whole sum over c, p, q, they do not
+   wait on each other, and each input vector loaded feeds several of them.
 
 The gradient of the weight uses the same padded buffer and tiles of 8 columns, summing
-4 weight taps at once. The gradient of the input is a convolution too (of the output
-gradient with the flipped weight), so cyconv.kernels.conv runs it through ``conv2d_forward``.
+4 weight taps x 2 rows at once. The gradient of the input is a convolution too (of the
+output gradient with the flipped weight), so cyconv.kernels.conv runs it through
+``conv2d_forward`` when the stride is 1.
 
 Tiles that stick out past the right edge (or bottom row) of the output are computed in full
 and written to a scratch tile, of which only the part inside is kept. The arguments were
@@ -70,24 +72,41 @@ cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexc
 
 
 cdef void pad_planes(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,
-                     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t Hp, Py_ssize_t Wp,
-                     floating* padded) noexcept nogil:
-    """padded[c, r, s] = x[n, c0 + c, r - pad_top, s - pad_left], 0 outside x; c < count."""
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t c, r, h
-    cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)                # first column inside x
-    cdef Py_ssize_t hi = max(min(pad_left + W, Wp), lo)           # one past the last
+                     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t stride_w,
+                     Py_ssize_t Hp, Py_ssize_t Wp, floating* padded) noexcept nogil:
+    """Copy planes c0 .. c0+count-1 of image n, zero-padded, into ``padded`` (count, Hp, Wp).
+
+    With stride 1: padded[c, r, s] = x[n, c0 + c, r - pad_top, s - pad_left], 0 outside x.
+    With stride_w > 1, each padded row is stored as its stride_w phases one after the other
+    (columns 0, s, 2s, ...; then 1, s+1, ...; each Wp / stride_w long), so that the columns
+    one tap reads for neighbouring outputs, s apart in the image, are side by side here.
+    """
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], Wm = Wp // stride_w
+    cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)               # stride 1: first column inside x
+    cdef Py_ssize_t hi = max(min(pad_left + W, Wp), lo)          # and one past the last
+    cdef Py_ssize_t c, r, h, phase, m, w
     cdef floating* row
+    cdef const floating* x_row
     for c in range(count):
         for r in range(Hp):
             row = padded + (c * Hp + r) * Wp
             h = r - pad_top
             if h < 0 or h >= H:
                 memset(row, 0, Wp * sizeof(floating))
-                continue
-            memset(row, 0, lo * sizeof(floating))
-            memcpy(row + lo, &x[n, c0 + c, h, lo - pad_left], (hi - lo) * sizeof(floating))
-            memset(row + hi, 0, (Wp - hi) * sizeof(floating))
+            elif stride_w == 1:       # short rows: plain loops beat calls to memcpy
+                x_row = &x[n, c0 + c, h, 0] - pad_left
+                for m in range(lo):
+                    row[m] = 0
+                for m in range(lo, hi):
+                    row[m] = x_row[m]
+                for m in range(hi, Wp):
+                    row[m] = 0
+            else:
+                x_row = &x[n, c0 + c, h, 0]
+                for phase in range(stride_w):
+                    for m in range(Wm):
+                        w = phase + m * stride_w - pad_left
+                        row[phase * Wm + m] = x_row[w] if 0 <= w < W else 0
 
 
 cdef inline void store8(floating* acc, floating* y, Py_ssize_t count, Py_ssize_t stride) noexcept nogil:
@@ -102,36 +121,42 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
                                const Py_ssize_t* offsets, Py_ssize_t next_row,
                                const floating* bias4, floating* y, Py_ssize_t channel_stride,
                                Py_ssize_t row_stride) noexcept nogil:
-    """4 output channels x 2 rows x 8 columns:
+    """4 output channels x 3 rows x 8 columns:
 
         y[b, r, jj] = bias4[b] + sum over taps k of wb[k, b] * xs[offsets[k] + r * next_row + jj]
 
     xs: the padded input under tap 0 of the tile's first cell; offsets[k]: where tap
-    k = (c*kH + p)*kW + q is from there; wb: the block's weights as (taps, 4). The 8
-    accumulators are independent, so the multiply-adds do not wait on each other.
+    k = (c*kH + p)*kW + q is from there; wb: the block's weights as (taps, 4). The 12
+    accumulators are independent, so the multiply-adds do not wait on each other, and each
+    input vector loaded feeds 4 of them.
     """
-    cdef floating acc[2 * BLOCK * TILE]
+    cdef floating acc[3 * BLOCK * TILE]
     cdef Py_ssize_t k, b, jj
     cdef const floating* x0
     cdef const floating* x1
+    cdef const floating* x2
     for b in range(BLOCK):
-        for jj in range(TILE):
-            acc[(2 * b) * TILE + jj] = bias4[b]
-            acc[(2 * b + 1) * TILE + jj] = bias4[b]
+        for jj in range(3 * TILE):
+            acc[3 * b * TILE + jj] = bias4[b]
     for k in range(taps):
         x0 = xs + offsets[k]
         x1 = x0 + next_row
+        x2 = x1 + next_row
         axpy8(&acc[0 * TILE], wb[0], x0)
         axpy8(&acc[1 * TILE], wb[0], x1)
-        axpy8(&acc[2 * TILE], wb[1], x0)
-        axpy8(&acc[3 * TILE], wb[1], x1)
-        axpy8(&acc[4 * TILE], wb[2], x0)
-        axpy8(&acc[5 * TILE], wb[2], x1)
-        axpy8(&acc[6 * TILE], wb[3], x0)
-        axpy8(&acc[7 * TILE], wb[3], x1)
+        axpy8(&acc[2 * TILE], wb[0], x2)
+        axpy8(&acc[3 * TILE], wb[1], x0)
+        axpy8(&acc[4 * TILE], wb[1], x1)
+        axpy8(&acc[5 * TILE], wb[1], x2)
+        axpy8(&acc[6 * TILE], wb[2], x0)
+        axpy8(&acc[7 * TILE], wb[2], x1)
+        axpy8(&acc[8 * TILE], wb[2], x2)
+        axpy8(&acc[9 * TILE], wb[3], x0)
+        axpy8(&acc[10 * TILE], wb[3], x1)
+        axpy8(&acc[11 * TILE], wb[3], x2)
         wb += BLOCK
     for b in range(BLOCK):
-        store8(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
+        store8(&acc[3 * b * TILE], y + b * channel_stride, 3, row_stride)
 
 
 cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t taps,
@@ -166,24 +191,25 @@ cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t tap
 cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t rows,
                              Py_ssize_t row_stride, Py_ssize_t width) noexcept nogil:
     """Copy the first ``width`` columns of ``rows`` scratch tile rows to y (rows row_stride apart)."""
-    cdef Py_ssize_t r
+    cdef Py_ssize_t r, jj
     for r in range(rows):
-        memcpy(y + r * row_stride, scratch + r * TILE, width * sizeof(floating))
+        for jj in range(width):
+            y[r * row_stride + jj] = scratch[r * TILE + jj]
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,
                    const floating[:, ::1] w_matrix, const floating[::1] bias,
                    const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,
                    floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t Hp, Py_ssize_t Wp,
-                   Py_ssize_t stride_h, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
-                   int num_threads):
-    """y = conv2d(x, w) + bias, stride 1 along the width; one (image, group) per task.
+                   Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                   Py_ssize_t groups, int num_threads):
+    """y = conv2d(x, w) + bias; one (image, group) per task.
 
     w_blocks (groups, out_g // 4, Cg*kH*kW, 4): the weights of each group's whole blocks of
     4 output channels, tap-major; w_matrix (C_out, Cg*kH*kW): all weights, for the channels
     left over. bias (C_out,) (zeros for none). offsets (Cg*kH*kW,): where tap
-    (c*kH + p)*kW + q lies in the padded planes, c*Hp*Wp + p*dilation_h*Wp + q*dilation_w.
-    padded (threads, Cg*Hp*Wp) and scratch (threads, 64) are per-thread workspaces; Hp and
+    (c*kH + p)*kW + q of output (0, 0) lies in the padded planes (see pad_planes).
+    padded (threads, Cg*Hp*Wp) and scratch (threads, 96) are per-thread workspaces; Hp and
     Wp cover every row and column the tiles read, including the tiles that stick out.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
@@ -201,23 +227,23 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         t = threadid()
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
-        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, Hp, Wp, buf)
-        # whole blocks of 4 output channels, 2 rows at a time
-        for i in range(0, H_out, 2):                       # i: first row of the tile
-            rows = min(2, H_out - i)
+        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
+        # whole blocks of 4 output channels, 3 rows at a time
+        for i in range(0, H_out, 3):                       # i: first row of the tile
+            rows = min(3, H_out - i)
             for b in range(blocks):
                 co = g * out_g + b * BLOCK
                 for jt in range(0, W_out, 8):              # jt: first column of the tile
                     width = min(TILE, W_out - jt)
                     out = &y[n, co, i, jt]
-                    if width == TILE and rows == 2:
+                    if width == TILE and rows == 3:
                         tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
                                       &offsets[0], next_row, &bias[co], out, L, W_out)
                     else:
                         tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
-                                      &offsets[0], next_row, &bias[co], tmp, 2 * TILE, TILE)
+                                      &offsets[0], next_row, &bias[co], tmp, 3 * TILE, TILE)
                         for r in range(BLOCK):
-                            keep_inside(tmp + r * 2 * TILE, out + r * L, rows, W_out, width)
+                            keep_inside(tmp + r * 3 * TILE, out + r * L, rows, W_out, width)
         # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
         for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
             for i in range(0, H_out, 8):
@@ -278,15 +304,15 @@ cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t ro
 def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
                        floating[:, :, ::1] partial, floating[:, ::1] padded,
                        floating[:, ::1] gy_padded, const Py_ssize_t[::1] tap_offsets,
-                       Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t pad_top,
-                       Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+                       Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                       Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
     """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * padded x under tap k.
 
-    The weight gradient summed over the (image, group) tasks thread t ran, stride 1 along the
-    width; the caller adds the threads up. partial (threads, C_out, R + 3) must be zero on
+    The weight gradient summed over the (image, group) tasks thread t ran; the caller adds
+    the threads up. partial (threads, C_out, R + 3) must be zero on
     entry (its 3 extra columns take the taps of the last block that do not exist);
-    tap_offsets (R + 3,) holds the offset in the padded planes of tap k = (c*kH + p)*kW + q,
-    c*Hp*Wp + p*dilation_h*Wp + q*dilation_w (the 3 extra ones repeat tap 0). padded
+    tap_offsets (R + 3,) holds where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the
+    padded planes (see pad_planes; the 3 extra ones repeat tap 0). padded
     (threads, Cg*Hp*Wp) and gy_padded (threads, out_g * 2*ceil(H_out/2) * 8*ceil(W_out/8))
     are workspaces.
     """
@@ -309,7 +335,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         t = threadid()
         buf = &padded[t, 0]
         gy = &gy_padded[t, 0]
-        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, Hp, Wp, buf)
+        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
         for co in range(out_g):          # the group's output gradient, padded with zeros
             for i in range(2 * row_pairs):
                 gy_at = gy + co * gy_plane_size + i * gy_row

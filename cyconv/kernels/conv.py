@@ -9,9 +9,9 @@ Three algorithms compute the same numbers:
 - ``"direct"``: the loop-level kernel of ``_conv_direct.pyx``, the formula written as loops,
   to read and learn from. It needs no workspace.
 - ``"blocked"``: ``_conv_blocked.pyx``, the same sum as direct loops reordered for the CPU:
-  a zero-padded copy of the input planes, and tiles of 4 channels x 2 rows x 8 columns
-  summed in vector registers. It needs stride 1 along the width (and for the input
-  gradient stride 1 and padding at most dilation * (kernel - 1)).
+  a zero-padded copy of the input planes, and tiles of 4 channels x 3 rows x 8 columns
+  summed in vector registers. Its input gradient needs stride 1 and padding at most
+  dilation * (kernel - 1).
 - ``"im2col"``: ``_im2col.pyx`` copies the receptive fields of a band of output rows into
   the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
   runs that pipeline on its own bands. It wins the gradients where each output sums over
@@ -143,22 +143,25 @@ _local = threading.local()
 TILE, BLOCK = 8, 4
 
 
-def _tap_offsets(cg: int, kernel: tuple, dilation: tuple, hp: int, wp: int) -> np.ndarray:
-    """Where tap k = (c*kH + p)*kW + q lies in the padded planes: c*Hp*Wp + p*dh*Wp + q*dw."""
+def _tap_offsets(cg: int, kernel: tuple, stride_w: int, dilation: tuple, hp: int,
+                 wp: int) -> np.ndarray:
+    """Where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the padded planes (C, Hp, Wp):
+    plane c, row p*dh, and column q*dw, which with stride_w > 1 is in phase q*dw % stride_w
+    (see _conv_blocked.pad_planes)."""
     c, p, q = np.meshgrid(np.arange(cg), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij")
-    return (c * hp * wp + p * dilation[0] * wp + q * dilation[1]).ravel().astype(np.intp)
+    column = q * dilation[1]
+    phase_start = (column % stride_w) * (wp // stride_w) + column // stride_w
+    return (c * hp * wp + p * dilation[0] * wp + phase_start).ravel().astype(np.intp)
 
 
 def blocked_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
     """Why the "blocked" kernels cannot run this pass ("output", "grad_input" or
     "grad_weight") of the convolution, or None if they can.
 
-    They need stride 1 along the width; the input gradient, computed as a convolution of
-    the output gradient with the flipped weight, needs stride 1 and padding no larger than
-    dilation * (kernel - 1) on the top and the left.
+    The output and the weight gradient run with any stride; the input gradient, computed as
+    a convolution of the output gradient with the flipped weight, needs stride 1 and padding
+    no larger than dilation * (kernel - 1) on the top and the left.
     """
-    if g.stride[1] != 1:
-        return f"stride 1 along the width (got stride {g.stride})"
     if computing == "grad_input":
         if g.stride != (1, 1):
             return f"stride 1 for the input gradient (got stride {g.stride})"
@@ -175,16 +178,16 @@ def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
         raise ValueError(f"algorithm='blocked' needs {reason}; use 'auto', 'direct' or 'im2col'")
 
 
-def _padded_size(out_h: int, out_w: int, kernel: tuple, stride_h: int, dilation: tuple) -> tuple:
+def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
     """(Hp, Wp) of the padded planes the blocked tiles read, stick-out tiles included."""
-    rows = -(-out_h // (2 * BLOCK)) * 2 * BLOCK
+    rows = max(-(-out_h // 3) * 3, -(-out_h // 8) * 8)   # tiles of 3 rows, or of 8
     cols = -(-out_w // TILE) * TILE
-    return ((rows - 1) * stride_h + (kernel[0] - 1) * dilation[0] + 1,
-            cols + (kernel[1] - 1) * dilation[1])
+    phase = cols + (kernel[1] - 1) * dilation[1] // stride[1]   # one phase of a row
+    return (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1, stride[1] * phase
 
 
-def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride_h, dilation, groups, threads):
-    """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked, stride 1 along the width."""
+def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
+    """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked."""
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
     blocks = out_g // BLOCK
@@ -193,13 +196,14 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride_h, dilation, gro
     w_blocks = np.ascontiguousarray(  # (groups, blocks, Cg*kH*kW, 4): a block's 4 channels side by side
         w_matrix.reshape(groups, out_g, taps)[:, :blocks * BLOCK]
         .reshape(groups, blocks, BLOCK, taps).transpose(0, 1, 3, 2))
-    hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride_h, dilation)
+    hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride, dilation)
     padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
-    scratch = _workspace("scratch", threads, 2 * BLOCK * TILE, x.dtype)
+    scratch = _workspace("scratch", threads, 3 * BLOCK * TILE, x.dtype)
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     _conv_blocked.conv2d_forward(x, w_blocks, w_matrix, bias,
-                                 _tap_offsets(cg, (kh, kw), dilation, hp, wp), y, padded, scratch,
-                                 hp, wp, stride_h, pad_top, pad_left, groups, threads)
+                                 _tap_offsets(cg, (kh, kw), stride[1], dilation, hp, wp), y,
+                                 padded, scratch, hp, wp, stride[0], stride[1], pad_top, pad_left,
+                                 groups, threads)
     return y
 
 
@@ -213,22 +217,23 @@ def _blocked_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
                .transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, kh, kw))
     grad_x = np.empty(g.input_shape, weight.dtype)
     return _blocked_conv(grad_y, flipped, None, grad_x, g.dilation[0] * (kh - 1) - g.padding[0],
-                         g.dilation[1] * (kw - 1) - g.padding[2], 1, g.dilation, groups, threads)
+                         g.dilation[1] * (kw - 1) - g.padding[2], (1, 1), g.dilation, groups, threads)
 
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     """The weight gradient with _conv_blocked: 4 taps of one channel's filter at a time."""
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
-    hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride[0], g.dilation)
-    offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.dilation, hp, wp),
+    hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride, g.dilation)
+    offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.stride[1], g.dilation, hp, wp),
                               np.zeros(BLOCK - 1, np.intp)])  # the last block's missing taps
     padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
     gy_padded = _workspace("gy_padded", threads,
                            out_g * 2 * -(-g.out_h // 2) * -(-g.out_w // TILE) * TILE, x.dtype)
     partial = np.zeros((threads, g.out_channels, offsets.size), x.dtype)
     _conv_blocked.conv2d_grad_weight(x, grad_y, partial, padded, gy_padded, offsets, hp, wp,
-                                     g.stride[0], g.padding[0], g.padding[2], g.groups, threads)
+                                     g.stride[0], g.stride[1], g.padding[0], g.padding[2],
+                                     g.groups, threads)
     return partial[:, :, :offsets.size - (BLOCK - 1)].sum(axis=0).reshape(g.weight_shape)
 
 
@@ -252,7 +257,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if algorithm == "blocked":
         _check_blocked(g, "output")
         return _blocked_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
-                             g.padding[2], g.stride[0], g.dilation, g.groups, threads)
+                             g.padding[2], g.stride, g.dilation, g.groups, threads)
 
     y = np.empty(g.output_shape, x.dtype)
     images, band = im2col_blocks(g, x.itemsize, threads)
