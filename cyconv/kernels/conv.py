@@ -44,10 +44,6 @@ BAND_BYTES = 2**20
 #: the im2col copy there.
 DIRECT_MAX_REDUCTION = 16
 
-#: "auto" computes the input gradient with the blocked kernels up to this many multiply-adds
-#: per input value (C_out/groups * kH * kW); above it the matrix products of im2col win.
-BLOCKED_MAX_GRAD_INPUT_REDUCTION = 256
-
 #: ... and the weight gradient when a group has fewer output channels than this (small
 #: matrix products) and each output plane at least BLOCKED_MIN_GRAD_WEIGHT_PLANE cells.
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
@@ -61,10 +57,11 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     """The algorithm "auto" runs for one pass of this convolution: "blocked", "direct" or
     "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or "grad_weight".
 
-    The rule follows the measurements in bench/RESULTS.md: the blocked kernels win every
-    forward pass they can run (stride 1 along the width), and the gradients of convolutions
-    with few channels per group; the im2col matrix products win the gradients of wide
-    convolutions.
+    The rule follows measurements on this project's machine (bench/RESULTS.md): the blocked
+    kernels win every forward pass; the input gradient (a forward convolution with C_in/groups
+    output channels) where those come in whole tiles of 4, or are fewer than 4; and the
+    weight gradient of convolutions with few output channels per group. The im2col matrix
+    products win the other weight gradients.
     """
     if computing not in PASSES:
         raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
@@ -73,8 +70,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     if blocked_unsupported(g, computing) is None:
         if computing == "output":
             return "blocked"
-        if (computing == "grad_input"
-                and out_per_group * g.kernel_h * g.kernel_w <= BLOCKED_MAX_GRAD_INPUT_REDUCTION):
+        in_per_group = g.in_channels // g.groups
+        if computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0):
             return "blocked"
         if (computing == "grad_weight" and out_per_group < BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
                 and g.out_h * g.out_w >= BLOCKED_MIN_GRAD_WEIGHT_PLANE):
