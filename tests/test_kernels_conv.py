@@ -423,13 +423,13 @@ def test_hand_worked_groups(algorithm):
     ((1, 8, 8, 8), (8, 1, 3, 3), 1, 8, "grad_input", "blocked"),      # 1
     ((1, 4, 8, 8), (28, 4, 3, 3), 1, 1, "grad_input", "blocked"),     # 4
     ((1, 6, 8, 8), (16, 6, 3, 3), 1, 1, "grad_input", "im2col"),      # 6
-    # ... and the weight gradient with fewer than 32 output channels a group, 256+ cells a plane
-    ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 16 x 16 outputs
-    ((1, 8, 15, 15), (8, 1, 3, 3), 1, 8, "grad_weight", "direct"),    # 15 x 15: direct, 9 < 16
+    # ... and the weight gradient with fewer than 32 output channels a group
+    ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 1 channel
+    ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "blocked"),
+    ((1, 4, 18, 18), (31, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 31 channels
     ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 32 channels
     # where blocked cannot (or should not) run: direct below 16 multiply-adds per output,
     # im2col above
-    ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "direct"),  # 9 x 5 outputs
     ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "grad_input", "direct"),        # stride 2
     ((1, 8, 9, 9), (8, 2, 3, 3), (2, 1), 4, "grad_input", "im2col"),   # 18
 ])

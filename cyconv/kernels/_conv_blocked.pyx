@@ -301,6 +301,49 @@ cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t ro
             sums[k] += acc[2 * k * TILE + jj]
 
 
+cdef inline void tile_channel_taps(const floating* gy, Py_ssize_t gy_plane, const floating* xs,
+                                   Py_ssize_t H_out, Py_ssize_t tiles, Py_ssize_t gy_row,
+                                   Py_ssize_t next_row, const Py_ssize_t* offsets, floating* sums,
+                                   Py_ssize_t sums_row) noexcept nogil:
+    """sums[b * sums_row + k] += sum over i, j of gy[b, i, j] * xs[offsets[k] + i*next_row + j]
+    for 4 output channels b and 3 taps k: 12 independent accumulators, each loaded vector
+    feeding 3 or 4 of them.
+
+    gy: the 4 channels' output-gradient planes, gy_plane apart, rows gy_row apart, zero past
+    the last column; xs: the padded input planes.
+    """
+    cdef floating acc[3 * BLOCK * TILE]
+    cdef Py_ssize_t i, jt, jj, b, k
+    cdef const floating* g0
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    for jj in range(3 * BLOCK * TILE):
+        acc[jj] = 0
+    for i in range(H_out):
+        for jt in range(0, tiles * TILE, 8):
+            g0 = gy + i * gy_row + jt
+            x0 = xs + offsets[0] + i * next_row + jt
+            x1 = xs + offsets[1] + i * next_row + jt
+            x2 = xs + offsets[2] + i * next_row + jt
+            dot8(&acc[0 * TILE], g0, x0)
+            dot8(&acc[1 * TILE], g0, x1)
+            dot8(&acc[2 * TILE], g0, x2)
+            dot8(&acc[3 * TILE], g0 + gy_plane, x0)
+            dot8(&acc[4 * TILE], g0 + gy_plane, x1)
+            dot8(&acc[5 * TILE], g0 + gy_plane, x2)
+            dot8(&acc[6 * TILE], g0 + 2 * gy_plane, x0)
+            dot8(&acc[7 * TILE], g0 + 2 * gy_plane, x1)
+            dot8(&acc[8 * TILE], g0 + 2 * gy_plane, x2)
+            dot8(&acc[9 * TILE], g0 + 3 * gy_plane, x0)
+            dot8(&acc[10 * TILE], g0 + 3 * gy_plane, x1)
+            dot8(&acc[11 * TILE], g0 + 3 * gy_plane, x2)
+    for b in range(BLOCK):
+        for k in range(3):
+            for jj in range(TILE):
+                sums[b * sums_row + k] += acc[(3 * b + k) * TILE + jj]
+
+
 def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
                        floating[:, :, ::1] partial, floating[:, ::1] padded,
                        floating[:, ::1] gy_padded, const Py_ssize_t[::1] tap_offsets,
@@ -309,7 +352,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * padded x under tap k.
 
     The weight gradient summed over the (image, group) tasks thread t ran; the caller adds
-    the threads up. partial (threads, C_out, R + 3) must be zero on
+    the threads up. Blocks of 4 output channels are summed 3 taps at a time, the channels
+    left over 4 taps at a time. partial (threads, C_out, R + 3) must be zero on
     entry (its 3 extra columns take the taps of the last block that do not exist);
     tap_offsets (R + 3,) holds where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the
     padded planes (see pad_planes; the 3 extra ones repeat tap 0). padded
@@ -344,7 +388,12 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                     memset(gy_at + W_out, 0, (gy_row - W_out) * sizeof(floating))
                 else:
                     memset(gy_at, 0, gy_row * sizeof(floating))
-        for co in range(out_g):
+        for co in range(0, out_g - out_g % 4, 4):          # channels co .. co+3
+            for k in range(0, R, 3):                       # taps k .. k+2
+                tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, H_out, tiles,
+                                  gy_row, stride_h * Wp, &tap_offsets[k],
+                                  &partial[t, g * out_g + co, k], partial.shape[2])
+        for co in range(out_g - out_g % 4, out_g):         # the channels left over
             for k in range(0, R, 4):                       # taps k .. k+3
                 tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Wp,
                           &tap_offsets[k], &partial[t, g * out_g + co, k])

@@ -44,10 +44,9 @@ BAND_BYTES = 2**20
 #: the im2col copy there.
 DIRECT_MAX_REDUCTION = 16
 
-#: ... and the weight gradient when a group has fewer output channels than this (small
-#: matrix products) and each output plane at least BLOCKED_MIN_GRAD_WEIGHT_PLANE cells.
+#: ... and the weight gradient when a group has fewer output channels than this (there the
+#: matrix products of im2col are small).
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
-BLOCKED_MIN_GRAD_WEIGHT_PLANE = 256
 
 #: What each pass computes, as ``choose_algorithm`` names them.
 PASSES = ("output", "grad_input", "grad_weight")
@@ -73,8 +72,7 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
         in_per_group = g.in_channels // g.groups
         if computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0):
             return "blocked"
-        if (computing == "grad_weight" and out_per_group < BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
-                and g.out_h * g.out_w >= BLOCKED_MIN_GRAD_WEIGHT_PLANE):
+        if computing == "grad_weight" and out_per_group < BLOCKED_MAX_GRAD_WEIGHT_CHANNELS:
             return "blocked"
     reduction = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     return "direct" if reduction < DIRECT_MAX_REDUCTION else "im2col"
@@ -218,7 +216,8 @@ def _blocked_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
 
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
-    """The weight gradient with _conv_blocked: 4 taps of one channel's filter at a time."""
+    """The weight gradient with _conv_blocked: 4 channels x 3 taps (or 1 channel x 4 taps)
+    of the filters at a time."""
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
     hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride, g.dilation)
