@@ -421,3 +421,144 @@ def test_pool_non_contiguous_input():
     assert_matches(K.adaptive_avg_pool2d(x, (4, 5)), R.adaptive_avg_pool2d(x, (4, 5)), np.float64)
     assert_matches(K.adaptive_avg_pool2d_grad_input(gy, x.shape),
                    R.adaptive_avg_pool2d_grad_input(gy, x.shape), np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# The 2x2, stride 2 loops, and 1 or 2 threads
+# ---------------------------------------------------------------------------------------
+# 2x2 windows with stride 2 and no padding have loops of their own when they tile the plane
+# (H and W even); odd sizes, padding, another stride or a dilation take the general loops.
+# Both must agree with the reference exactly: a maximum is exact, and the kernels add the
+# cells of an average window in the reference's order, and send each input cell of
+# non-overlapping windows a single share.
+
+TILED = [(2, 3, 4, 6), (1, 2, 8, 2), (3, 1, 2, 2), (1, 5, 6, 10)]        # the 2x2 loops
+NOT_TILED = [(1, 2, 5, 6), (2, 1, 6, 7), (1, 1, 3, 3), (1, 3, 2, 5)]     # the general loops
+
+
+def ties_nans_and_infinities(rng, shape, dtype):
+    """Small integers (so that windows hold ties), about 1 in 10 cells NaN, 1 in 10 -inf."""
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", TILED + NOT_TILED)
+def test_max_pool_2x2_stride_2(shape, dtype, ceil_mode, threads, restore_threads):
+    K.set_num_threads(threads)
+    rng = np.random.default_rng(sum(shape))
+    for x in (distinct_values(rng, shape, dtype), ties_nans_and_infinities(rng, shape, dtype)):
+        y, idx = K.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+        y_ref, idx_ref = R.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+        np.testing.assert_array_equal(idx, idx_ref)
+        np.testing.assert_array_equal(y, y_ref)              # NaNs in the same places
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(K.max_pool2d_grad_input(gy, idx, shape),
+                                      R.max_pool2d_grad_input(gy, idx_ref, shape))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_nan_ties_and_minus_infinity_by_hand(dtype, threads, restore_threads):
+    K.set_num_threads(threads)
+    nan, inf = np.nan, np.inf
+    x = np.array([[0, 0, 1, nan, -inf, -inf, 5, 5, 1, 3, nan, 1],
+                  [0, 0, nan, 1, -inf, -inf, 5, 7, 3, 2, 2, 3]], dtype).reshape(1, 1, 2, 12)
+    for config in (dict(kernel_size=2), dict(kernel_size=2, padding=1, stride=(2, 2))):
+        y, idx = K.max_pool2d(x, **config, return_indices=True)
+        y_ref, idx_ref = R.max_pool2d(x, **config, return_indices=True)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)
+    y, idx = K.max_pool2d(x, 2, return_indices=True)
+    # a tie goes to the first cell; of two NaNs the last wins; a NaN first stays;
+    # a window of -inf points at its first cell
+    np.testing.assert_array_equal(y[0, 0, 0], [0, nan, -inf, 7, 3, nan])
+    np.testing.assert_array_equal(idx[0, 0, 0], [0, 12 + 2, 4, 12 + 7, 9, 10])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", TILED + NOT_TILED)
+def test_avg_pool_2x2_stride_2(shape, dtype, ceil_mode, count_include_pad, threads, restore_threads):
+    K.set_num_threads(threads)
+    rng = np.random.default_rng(sum(shape))
+    config = dict(kernel_size=2, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = K.avg_pool2d(x, **config)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, R.avg_pool2d(x, **config))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = K.avg_pool2d_grad_input(gy, shape, **config)
+    assert gx.dtype == dtype
+    np.testing.assert_array_equal(gx, R.avg_pool2d_grad_input(gy, shape, **config))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 2, 4, 6), (1, 2, 5, 7)])
+def test_avg_pool_2x2_signed_zeros_as_in_the_reference(shape, dtype):
+    # sums start from +0, and shares are added to zeroed cells: -0.0 comes out as +0.0
+    x = np.full(shape, -0.0, dtype)
+    y = K.avg_pool2d(x, 2)
+    assert not np.signbit(y).any() and not np.signbit(R.avg_pool2d(x, 2)).any()
+    gy = np.full(y.shape, -0.0, dtype)
+    gx = K.avg_pool2d_grad_input(gy, shape, 2)
+    np.testing.assert_array_equal(np.signbit(gx), np.signbit(R.avg_pool2d_grad_input(gy, shape, 2)))
+    assert not np.signbit(gx).any()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("config", [
+    dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=1),
+    dict(kernel_size=2, stride=2, padding=1), dict(kernel_size=(2, 3), stride=2),
+    dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), ceil_mode=True),
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_general_loops_on_1_and_2_threads(config, dtype, threads, restore_threads):
+    K.set_num_threads(threads)
+    shape = (2, 3, 9, 8)                    # 6 planes: the two threads get several each
+    rng = np.random.default_rng(4)
+    x = ties_nans_and_infinities(rng, shape, dtype)
+    y, idx = K.max_pool2d(x, **config, return_indices=True)
+    y_ref, idx_ref = R.max_pool2d(x, **config, return_indices=True)
+    np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    assert_matches(K.max_pool2d_grad_input(gy, idx, shape),
+                   R.max_pool2d_grad_input(gy, idx_ref, shape), dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    for count_include_pad in (True, False):
+        avg = dict(config, count_include_pad=count_include_pad)
+        assert_matches(K.avg_pool2d(x, **avg), R.avg_pool2d(x, **avg), dtype)
+        assert_matches(K.avg_pool2d_grad_input(gy, shape, **avg),
+                       R.avg_pool2d_grad_input(gy, shape, **avg), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 6, 8), 2, 2, 0),           # the 2x2 loop writes every cell
+    ((2, 3, 7, 5), 2, 2, 0),           # the general loop, with a row and a column in no window
+    ((2, 3, 7, 5), 3, 2, 1),           # the general loop, overlapping windows
+])
+def test_backward_kernels_ignore_what_grad_input_held(shape, kernel, stride, padding, dtype):
+    # kernels.pool hands the backward kernels np.empty arrays: they must write every cell
+    from cyconv.kernels import _pool
+
+    rng = np.random.default_rng(5)
+    n, c, h, w = shape
+    x = rng.standard_normal(shape).astype(dtype)
+    y, idx = R.max_pool2d(x, kernel, stride, padding, return_indices=True)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    planes = (n * c,) + y.shape[2:]
+    gx = np.full(shape, np.nan, dtype)
+    _pool.max_pool2d_backward(gy.reshape(planes), idx.reshape(planes), gx.reshape(n * c, h * w), 2)
+    assert_matches(gx, R.max_pool2d_grad_input(gy, idx, shape), dtype)
+    gx = np.full(shape, np.nan, dtype)
+    _pool.avg_pool2d_backward(gy.reshape(planes), gx.reshape((n * c, h, w)), kernel, kernel,
+                              stride, stride, padding, padding, True, 2)
+    assert_matches(gx, R.avg_pool2d_grad_input(gy, shape, kernel, stride, padding), dtype)

@@ -48,7 +48,7 @@ def max_pool2d_grad_input(grad_output, indices, input_shape) -> np.ndarray:
     grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(grad_output, indices,
                                                                    input_shape)
     n, c, h, w = input_shape
-    grad_x = np.zeros(input_shape, grad_y.dtype)
+    grad_x = np.empty(input_shape, grad_y.dtype)         # the kernel zeroes it, plane by plane
     _pool.max_pool2d_backward(_planes(grad_y), _planes(indices), grad_x.reshape(n * c, h * w),
                               get_num_threads())
     return grad_x
@@ -77,7 +77,7 @@ def avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride=None, pa
     """
     grad_y, g, count_include_pad = geo.check_avg_pool2d_grad_input(
         grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad)
-    grad_x = np.zeros(g.input_shape, grad_y.dtype)
+    grad_x = np.empty(g.input_shape, grad_y.dtype)       # the kernel writes every cell
     _pool.avg_pool2d_backward(_planes(grad_y), _planes(grad_x), *g.kernel, *g.stride, *g.padding,
                               count_include_pad, get_num_threads())
     return grad_x
