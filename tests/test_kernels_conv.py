@@ -419,15 +419,15 @@ def test_hand_worked_groups(algorithm):
     ((1, 64, 8, 8), (64, 64, 3, 3), 1, 1, "output", "blocked"),
     ((1, 8, 8, 8), (8, 1, 3, 3), (2, 1), 8, "output", "blocked"),
     ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "output", "blocked"),
-    # ... and the input gradient when C_in/groups is below 4 or a multiple of 4
+    # ... and the input gradient when C_in/groups is below 4 or a multiple of 4, no dilation
     ((1, 8, 8, 8), (8, 1, 3, 3), 1, 8, "grad_input", "blocked"),      # 1
     ((1, 4, 8, 8), (28, 4, 3, 3), 1, 1, "grad_input", "blocked"),     # 4
     ((1, 6, 8, 8), (16, 6, 3, 3), 1, 1, "grad_input", "im2col"),      # 6
-    # ... and the weight gradient with fewer than 32 output channels a group
+    # ... and the weight gradient with at most 32 output channels a group
     ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 1 channel
     ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "blocked"),
-    ((1, 4, 18, 18), (31, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 31 channels
-    ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 32 channels
+    ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 32 channels
+    ((1, 4, 18, 18), (33, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 33 channels
     # where blocked cannot (or should not) run: direct below 16 multiply-adds per output,
     # im2col above
     ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "grad_input", "direct"),        # stride 2
@@ -469,6 +469,12 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
         expected_value = R.conv2d_grad_weight(gy, x, w.shape, *hyper)
     assert set(calls) == {expected}
     assert_matches(result, expected_value, np.float64, 600)
+
+
+def test_choose_algorithm_dilated_input_gradient_goes_to_im2col():
+    geo = conv2d_geometry((1, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1)
+    assert [K.choose_algorithm(geo, c) for c in ("output", "grad_input", "grad_weight")] == \
+        ["blocked", "im2col", "blocked"]
 
 
 def test_choose_algorithm_rejects_an_unknown_pass():

@@ -44,7 +44,7 @@ BAND_BYTES = 2**20
 #: the im2col copy there.
 DIRECT_MAX_REDUCTION = 16
 
-#: ... and the weight gradient when a group has fewer output channels than this (there the
+#: ... and the weight gradient when a group has at most this many output channels (there the
 #: matrix products of im2col are small).
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
 
@@ -58,9 +58,9 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
 
     The rule follows measurements on this project's machine (bench/RESULTS.md): the blocked
     kernels win every forward pass; the input gradient (a forward convolution with C_in/groups
-    output channels) where those come in whole tiles of 4, or are fewer than 4; and the
-    weight gradient of convolutions with few output channels per group. The im2col matrix
-    products win the other weight gradients.
+    output channels) where those come in whole tiles of 4, or are fewer than 4, and without
+    dilation; and the weight gradient of convolutions with at most 32 output channels per
+    group. The im2col matrix products win the other gradients.
     """
     if computing not in PASSES:
         raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
@@ -70,9 +70,10 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
         if computing == "output":
             return "blocked"
         in_per_group = g.in_channels // g.groups
-        if computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0):
+        if (computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0)
+                and g.dilation == (1, 1)):
             return "blocked"
-        if computing == "grad_weight" and out_per_group < BLOCKED_MAX_GRAD_WEIGHT_CHANNELS:
+        if computing == "grad_weight" and out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS:
             return "blocked"
     reduction = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     return "direct" if reduction < DIRECT_MAX_REDUCTION else "im2col"
