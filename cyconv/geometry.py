@@ -385,8 +385,12 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, r
     return input, geo, check_bool(return_indices, "return_indices")
 
 
-def check_max_pool2d_grad_input(grad_output, indices, input_shape):
-    """Check a max-pooling backward call; return ``(grad_output, int64 indices, input_shape)``."""
+def check_max_pool2d_grad_input(grad_output, indices, input_shape, index_range=None):
+    """Check a max-pooling backward call; return ``(grad_output, int64 indices, input_shape)``.
+
+    ``index_range(int64 indices) -> (smallest, largest)`` may be given to find the range of
+    the indices faster than NumPy's ``min()`` and ``max()`` (the compiled kernels do).
+    """
     grad_output = as_float_array(grad_output, "grad_output", ndim=4)
     input_shape = check_shape(input_shape, "input_shape")
     check_batch_channels(grad_output, input_shape)
@@ -398,11 +402,13 @@ def check_max_pool2d_grad_input(grad_output, indices, input_shape):
     if indices.shape != grad_output.shape:
         raise ValueError(f"indices must have grad_output's shape {grad_output.shape}, got {indices.shape}")
     plane = input_shape[2] * input_shape[3]
-    if indices.size and (indices.min() < -1 or indices.max() >= plane):
-        raise ValueError(f"indices must lie in [-1, {plane}) for input planes of "
-                         f"{input_shape[2]}x{input_shape[3]}, got values in "
-                         f"[{indices.min()}, {indices.max()}]")
-    return grad_output, np.ascontiguousarray(indices, dtype=np.int64), input_shape
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    if indices.size:
+        low, high = (index_range or (lambda a: (a.min(), a.max())))(indices)
+        if low < -1 or high >= plane:
+            raise ValueError(f"indices must lie in [-1, {plane}) for input planes of "
+                             f"{input_shape[2]}x{input_shape[3]}, got values in [{low}, {high}]")
+    return grad_output, indices, input_shape
 
 
 def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad):

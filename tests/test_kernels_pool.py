@@ -562,3 +562,14 @@ def test_backward_kernels_ignore_what_grad_input_held(shape, kernel, stride, pad
     _pool.avg_pool2d_backward(gy.reshape(planes), gx.reshape((n * c, h, w)), kernel, kernel,
                               stride, stride, padding, padding, True, 2)
     assert_matches(gx, R.avg_pool2d_grad_input(gy, shape, kernel, stride, padding), dtype)
+
+
+@pytest.mark.parametrize("size", [1, 65535, 65536, 65537, 200_003])
+def test_index_range_matches_numpy(size):
+    """The compiled (min, max) behind the check of max_pool2d_grad_input's indices."""
+    from cyconv.kernels import _pool
+    rng = np.random.default_rng(size)
+    indices = rng.integers(-5, 10_000, size).astype(np.int64)
+    indices[rng.integers(size)] = -7                 # an extreme somewhere in the middle
+    for threads in (1, 2):
+        assert _pool.index_range(indices, threads) == (indices.min(), indices.max())

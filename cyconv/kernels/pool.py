@@ -45,8 +45,9 @@ def max_pool2d_grad_input(grad_output, indices, input_shape) -> np.ndarray:
 
     grad_output and indices (N, C, H_out, W_out) -> grad_input of ``input_shape``.
     """
-    grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(grad_output, indices,
-                                                                   input_shape)
+    grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(
+        grad_output, indices, input_shape,
+        index_range=lambda flat: _pool.index_range(flat.reshape(-1), get_num_threads()))
     n, c, h, w = input_shape
     grad_x = np.empty(input_shape, grad_y.dtype)         # the kernel zeroes it, plane by plane
     _pool.max_pool2d_backward(_planes(grad_y), _planes(indices), grad_x.reshape(n * c, h * w),
