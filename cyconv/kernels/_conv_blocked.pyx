@@ -12,7 +12,8 @@ but in an order a CPU likes:
    loop below tests for the border (with a stride along the width, each row is stored as
    its stride_w phases, so that a tap reads neighbouring outputs' inputs side by side);
 2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
-   output channels x 3 rows (or, with fewer than 4 channels per group, 1 channel x 8 rows)
+   output channels x 3 rows (2 at the bottom of a plane; with fewer than 4 channels per group,
+   1 channel x 8 rows)
    is summed in 12 (or 8) local accumulators of 8 columns. The accumulators stay in vector
    registers (one AVX register holds 8 floats) for the whole sum over c, p, q, they do not
    wait on each other, and each input vector loaded feeds several of them.
@@ -159,6 +160,61 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
         store8(&acc[3 * b * TILE], y + b * channel_stride, 3, row_stride)
 
 
+cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssize_t taps,
+                                 const Py_ssize_t* offsets, Py_ssize_t next_row,
+                                 const floating* bias4, floating* y, Py_ssize_t channel_stride,
+                                 Py_ssize_t row_stride) noexcept nogil:
+    """tile_channels with 2 rows instead of 3 (8 accumulators), for the last rows of a plane
+    when their number is not a multiple of 3."""
+    cdef floating acc[2 * BLOCK * TILE]
+    cdef Py_ssize_t k, b, jj
+    cdef const floating* x0
+    cdef const floating* x1
+    for b in range(BLOCK):
+        for jj in range(2 * TILE):
+            acc[2 * b * TILE + jj] = bias4[b]
+    for k in range(taps):
+        x0 = xs + offsets[k]
+        x1 = x0 + next_row
+        axpy8(&acc[0 * TILE], wb[0], x0)
+        axpy8(&acc[1 * TILE], wb[0], x1)
+        axpy8(&acc[2 * TILE], wb[1], x0)
+        axpy8(&acc[3 * TILE], wb[1], x1)
+        axpy8(&acc[4 * TILE], wb[2], x0)
+        axpy8(&acc[5 * TILE], wb[2], x1)
+        axpy8(&acc[6 * TILE], wb[3], x0)
+        axpy8(&acc[7 * TILE], wb[3], x1)
+        wb += BLOCK
+    for b in range(BLOCK):
+        store8(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
+
+
+cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
+                        const Py_ssize_t* offsets, Py_ssize_t next_row, const floating* bias4,
+                        floating* y, Py_ssize_t L, Py_ssize_t W_out, Py_ssize_t height,
+                        Py_ssize_t rows, floating* scratch) noexcept nogil:
+    """A row of tiles of 4 output channels x ``height`` (2 or 3) rows across the output width.
+
+    y: the output at the first row and column, channel planes L apart, rows W_out apart;
+    only the first ``rows`` rows and W_out columns are kept (the rest goes to scratch).
+    """
+    cdef Py_ssize_t jt, r, width
+    for jt in range(0, W_out, 8):                          # jt: first column of the tile
+        width = min(TILE, W_out - jt)
+        if width == TILE and rows == height:
+            if height == 3:
+                tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+            else:
+                tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+            continue
+        if height == 3:
+            tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 3 * TILE, TILE)
+        else:
+            tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 2 * TILE, TILE)
+        for r in range(BLOCK):
+            keep_inside(scratch + r * height * TILE, y + jt + r * L, rows, W_out, width)
+
+
 cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t taps,
                            const Py_ssize_t* offsets, Py_ssize_t next_row, floating bias,
                            floating* y, Py_ssize_t row_stride) noexcept nogil:
@@ -216,7 +272,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Wp
-    cdef Py_ssize_t task, t, n, g, b, co, r, i, jt, width, rows
+    cdef Py_ssize_t task, t, n, g, b, co, i, jt, width, rows, height
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
@@ -228,22 +284,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
         pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
-        # whole blocks of 4 output channels, 3 rows at a time
-        for i in range(0, H_out, 3):                       # i: first row of the tile
-            rows = min(3, H_out - i)
+        # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 2 or 4
+        i = 0                                              # i: first row of the tile
+        while i < H_out:
+            height = 2 if H_out - i in (1, 2, 4) else 3
+            rows = min(height, H_out - i)
             for b in range(blocks):
                 co = g * out_g + b * BLOCK
-                for jt in range(0, W_out, 8):              # jt: first column of the tile
-                    width = min(TILE, W_out - jt)
-                    out = &y[n, co, i, jt]
-                    if width == TILE and rows == 3:
-                        tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
-                                      &offsets[0], next_row, &bias[co], out, L, W_out)
-                    else:
-                        tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
-                                      &offsets[0], next_row, &bias[co], tmp, 3 * TILE, TILE)
-                        for r in range(BLOCK):
-                            keep_inside(tmp + r * 3 * TILE, out + r * L, rows, W_out, width)
+                channel_tiles(buf + i * next_row, &w_blocks[g, b, 0, 0], taps, &offsets[0],
+                              next_row, &bias[co], &y[n, co, i, 0], L, W_out, height, rows, tmp)
+            i = i + rows
         # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
         for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
             for i in range(0, H_out, 8):
