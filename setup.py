@@ -59,6 +59,7 @@ if omp is None:
 else:
     compile_args, link_args = omp
 
+
 def native_flags():
     """-march=native when the compiler takes it (the kernels are built on the machine that
     runs them: AVX2/FMA vectors where the CPU has them), unless CYCONV_NATIVE=0."""

@@ -2,8 +2,9 @@
 
 Every test compares ``cyconv.kernels`` with ``cyconv.reference`` (vectorised version) or with
 numbers worked out by hand, for every algorithm ("direct", "im2col", "blocked") and "auto".
-Where "blocked" cannot run a pass (stride along the width, or a strided input gradient) it
-must say so with a ValueError, and the tests check that too.
+Where "blocked" cannot run a pass (an input gradient with a stride, or with top/left padding
+larger than dilation * (kernel - 1)) it must say so with a ValueError, and the tests check
+that too.
 """
 
 from __future__ import annotations
@@ -62,10 +63,19 @@ def random_problem(rng, input_shape, weight_shape, dtype, bias=True):
     return x, w, b
 
 
+def blocked_runs(geo, computing):
+    """Whether the blocked kernels run this pass, worked out here (not by asking them)."""
+    if computing != "grad_input":
+        return True
+    return (geo.stride == (1, 1) and geo.padding[0] <= geo.dilation[0] * (geo.kernel_h - 1)
+            and geo.padding[2] <= geo.dilation[1] * (geo.kernel_w - 1))
+
+
 @contextmanager
 def refused_by_blocked(algorithm, geo, computing):
     """Run the block; if it asks "blocked" for a pass it cannot run, expect its ValueError."""
-    if algorithm == "blocked" and conv_module.blocked_unsupported(geo, computing) is not None:
+    assert (conv_module.blocked_unsupported(geo, computing) is None) == blocked_runs(geo, computing)
+    if algorithm == "blocked" and not blocked_runs(geo, computing):
         with pytest.raises(ValueError, match=r"algorithm='blocked' needs stride 1 for the input "
                                              r"gradient|algorithm='blocked' needs padding"):
             yield False
@@ -74,22 +84,16 @@ def refused_by_blocked(algorithm, geo, computing):
 
 
 def check_all(x, w, b, algorithm, stride=1, padding=0, dilation=1, groups=1, rng=None):
-    """Forward and the three gradients of the kernels against the reference.
-
-    Returns the output, or None if ``algorithm`` refused the forward pass (as it should).
-    """
+    """Forward and the three gradients of the kernels against the reference; returns the output."""
     rng = rng or np.random.default_rng(0)
     dtype = x.dtype.type
     geo = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     reduction = (geo.in_channels // groups) * geo.kernel_h * geo.kernel_w
     hyper = (stride, padding, dilation, groups)
 
-    y = None
-    with refused_by_blocked(algorithm, geo, "output") as runs:
-        y = K.conv2d(x, w, b, *hyper, algorithm=algorithm)
-    if runs:
-        assert y.shape == geo.output_shape
-        assert_matches(y, R.conv2d(x, w, b, *hyper), dtype, reduction)
+    y = K.conv2d(x, w, b, *hyper, algorithm=algorithm)
+    assert y.shape == geo.output_shape
+    assert_matches(y, R.conv2d(x, w, b, *hyper), dtype, reduction)
 
     gy = rng.standard_normal(geo.output_shape).astype(dtype)
     with refused_by_blocked(algorithm, geo, "grad_input") as runs:
@@ -157,15 +161,15 @@ def test_random_configs_match_reference(config, dtype, algorithm, bias, workspac
 @st.composite
 def blocked_tile_configs(draw):
     """Convolutions sized across the blocked kernels' tile edges: 8 columns, 2, 3 and 8
-    rows, blocks of 4 output channels and the channels left over; strides along the width
-    (the row phases of the padded planes)."""
+    rows, blocks of 4 output channels (of the output, and of the input gradient, which is a
+    convolution with C_in/groups outputs) and the channels left over; strides along the
+    width (the row phases of the padded planes); padding of every size, asymmetric too."""
     groups = draw(st.integers(1, 3))
-    c_in = groups * draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 9))
     c_out = groups * draw(st.integers(1, 9))
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, kernel[0] - 1)) * dilation[0],
-               draw(st.integers(0, kernel[1] - 1)) * dilation[1])
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
     h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 19))
     w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 19))
@@ -181,6 +185,40 @@ def test_blocked_across_tile_edges_matches_reference(config, dtype, bias, seed):
     x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
     hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
     check_all(x, w, b, "blocked", rng=rng, **hyper)
+
+
+@pytest.mark.parametrize("out_h", [1, 2, 3, 4, 5, 7, 8, 9])
+@pytest.mark.parametrize("out_w", [7, 8, 9, 17])
+@pytest.mark.parametrize("c_out", [3, 4, 5, 8])
+@pytest.mark.parametrize("stride_w", [1, 2, 3])
+def test_blocked_tile_edges_grid(out_h, out_w, c_out, stride_w):
+    """Every combination of rows, columns and channels around the tile sizes, not by chance:
+    3x3 kernel, padding 1, 4 input channels (a whole block for the input gradient)."""
+    rng = np.random.default_rng(out_h * 1000 + out_w * 10 + c_out)
+    w_in = (out_w - 1) * stride_w + 1
+    for dtype in DTYPES:
+        x, w, b = random_problem(rng, (2, 4, out_h, w_in), (c_out, 4, 3, 3), dtype)
+        y = check_all(x, w, b, "blocked", (1, stride_w), 1, 1, 1, rng)
+        assert y.shape[2:] == (out_h, out_w)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_blocked_weight_gradient_keeps_the_references_non_finite_values(value):
+    """An inf or NaN in an input column only the last tile's stick-out lanes read under tap
+    q = 0 (7 columns, 3x3 kernel, 5 outputs: column 5 is read by taps 1 and 2 only) must not
+    turn that tap's gradient into NaN: the result has the reference's inf/NaN pattern."""
+    rng = np.random.default_rng(9)
+    x, w, _ = random_problem(rng, (2, 4, 6, 7), (4, 4, 3, 3), np.float32)
+    x[0, 1, 2, 5] = value
+    gy = rng.standard_normal((2, 4, 4, 5)).astype(np.float32)
+    expected = R.conv2d_grad_weight(gy, x, w.shape)
+    for algorithm in ("blocked", "auto"):
+        gw = K.conv2d_grad_weight(gy, x, w.shape, algorithm=algorithm)
+        np.testing.assert_array_equal(np.isnan(gw), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(gw), np.isinf(expected))
+        finite = np.isfinite(expected)
+        assert finite[:, :, :, 0].all()             # tap q = 0 never multiplies column 5
+        np.testing.assert_allclose(gw[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,7 +255,7 @@ def test_edge_cases(case, algorithm, dtype):
     rng = np.random.default_rng(1)
     x, w, b = random_problem(rng, input_shape, weight_shape, dtype)
     y = check_all(x, w, b, algorithm, stride, padding, dilation, groups, rng)
-    assert y is None or y.shape[2:] == out_hw
+    assert y.shape[2:] == out_hw
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -435,6 +473,9 @@ def test_hand_worked_groups(algorithm):
 ])
 def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, expected,
                           monkeypatch):
+    # the rule is tested with the bounds it was written for; retuning them means new cases
+    monkeypatch.setattr(conv_module, "DIRECT_MAX_REDUCTION", 16)
+    monkeypatch.setattr(conv_module, "BLOCKED_MAX_GRAD_WEIGHT_CHANNELS", 32)
     geo = conv2d_geometry(input_shape, weight_shape, stride, 1, 1, groups)
     assert K.choose_algorithm(geo, computing) == expected
 

@@ -76,6 +76,23 @@ def test_depthwise_conv_with_1_and_2_threads(data, algorithm, restore_threads):
     check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (gy, x, w.shape), hyper, exact=exact)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocked_conv_with_1_and_2_threads(data, dtype, restore_threads):
+    """Forward and input gradient are the same to the bit with any thread count (each task
+    writes its own outputs); the weight gradient adds per-thread partial sums."""
+    x, w, b = (data[k].astype(dtype) for k in ("x", "w", "b"))
+    gy = np.random.default_rng(5).standard_normal(x.shape[:1] + (C,) + x.shape[2:]).astype(dtype)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for groups, weight in ((1, w), (C, data["w_dw"].astype(dtype))):
+        hyper = dict(padding=1, groups=groups, algorithm="blocked")
+        grad_y = gy if groups == 1 else np.concatenate([gy, gy], axis=1)
+        check_threads(K.conv2d, R.conv2d, (x, weight), hyper, exact=True, tol=tol)
+        check_threads(K.conv2d_grad_input, R.conv2d_grad_input, (grad_y, weight, x.shape), hyper,
+                      exact=True, tol=tol)
+        check_threads(K.conv2d_grad_weight, R.conv2d_grad_weight, (grad_y, x, weight.shape),
+                      hyper, exact=False, tol=tol)
+
+
 def test_im2col_bands_with_2_threads(data, monkeypatch, restore_threads):
     monkeypatch.setattr(K.conv, "BAND_BYTES", 1)      # one output row per band
     x, w, b, gy = data["x"], data["w"], data["b"], data["gy"]

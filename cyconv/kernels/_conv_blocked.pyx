@@ -12,16 +12,18 @@ but in an order a CPU likes:
    loop below tests for the border (with a stride along the width, each row is stored as
    its stride_w phases, so that a tap reads neighbouring outputs' inputs side by side);
 2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
-   output channels x 3 rows (2 at the bottom of a plane; with fewer than 4 channels per group,
-   1 channel x 8 rows)
-   is summed in 12 (or 8) local accumulators of 8 columns. The accumulators stay in vector
-   registers (one AVX register holds 8 floats) for the whole sum over c, p, q, they do not
-   wait on each other, and each input vector loaded feeds several of them.
+   output channels x 3 rows (2 at the bottom of a plane; the channels left over when a
+   group has fewer than 4, or not a multiple of 4: 1 channel x 8 rows) is summed in 12 (or
+   8) local accumulators of 8 columns. In float32 with AVX (one register holds 8 floats)
+   the accumulators stay in vector registers for the whole sum over c, p, q, they do not
+   wait on each other, and each input vector loaded feeds several of them. (In float64, or
+   without AVX, they do not all fit in the 16 registers: still correct, slower.)
 
-The gradient of the weight uses the same padded buffer and tiles of 8 columns, summing
-4 weight taps x 2 rows at once. The gradient of the input is a convolution too (of the
-output gradient with the flipped weight), so cyconv.kernels.conv runs it through
-``conv2d_forward`` when the stride is 1.
+The gradient of the weight uses the same padded buffer and tiles of 8 columns: 4 output
+channels x 3 taps at once (the channels left over: 1 channel x 4 taps x 2 rows). The
+gradient of the input is a convolution too (of the output gradient with the flipped
+weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` when the stride is 1
+and the top and left padding are at most dilation * (kernel - 1).
 
 Tiles that stick out past the right edge (or bottom row) of the output are computed in full
 and written to a scratch tile, of which only the part inside is kept. The arguments were
@@ -95,11 +97,11 @@ cdef void pad_planes(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0
             if h < 0 or h >= H:
                 memset(row, 0, Wp * sizeof(floating))
             elif stride_w == 1:       # short rows: plain loops beat calls to memcpy
-                x_row = &x[n, c0 + c, h, 0] - pad_left
+                x_row = &x[n, c0 + c, h, 0]
                 for m in range(lo):
                     row[m] = 0
                 for m in range(lo, hi):
-                    row[m] = x_row[m]
+                    row[m] = x_row[m - pad_left]
                 for m in range(hi, Wp):
                     row[m] = 0
             else:
@@ -198,7 +200,7 @@ cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
     y: the output at the first row and column, channel planes L apart, rows W_out apart;
     only the first ``rows`` rows and W_out columns are kept (the rest goes to scratch).
     """
-    cdef Py_ssize_t jt, r, width
+    cdef Py_ssize_t jt, b, width
     for jt in range(0, W_out, 8):                          # jt: first column of the tile
         width = min(TILE, W_out - jt)
         if width == TILE and rows == height:
@@ -211,8 +213,8 @@ cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
             tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 3 * TILE, TILE)
         else:
             tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 2 * TILE, TILE)
-        for r in range(BLOCK):
-            keep_inside(scratch + r * height * TILE, y + jt + r * L, rows, W_out, width)
+        for b in range(BLOCK):                              # output channel b of the block
+            keep_inside(scratch + b * height * TILE, y + jt + b * L, rows, W_out, width)
 
 
 cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t taps,
@@ -284,7 +286,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
         pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
-        # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 2 or 4
+        # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
         i = 0                                              # i: first row of the tile
         while i < H_out:
             height = 2 if H_out - i in (1, 2, 4) else 3

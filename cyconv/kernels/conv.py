@@ -44,8 +44,8 @@ BAND_BYTES = 2**20
 #: the im2col copy there.
 DIRECT_MAX_REDUCTION = 16
 
-#: ... and the weight gradient when a group has at most this many output channels (there the
-#: matrix products of im2col are small).
+#: "auto" computes the weight gradient with the blocked kernels when a group has at most this
+#: many output channels (there the matrix products of im2col are small).
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
 
 #: What each pass computes, as ``choose_algorithm`` names them.
@@ -56,7 +56,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     """The algorithm "auto" runs for one pass of this convolution: "blocked", "direct" or
     "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or "grad_weight".
 
-    The rule follows measurements on this project's machine (bench/RESULTS.md): the blocked
+    The rule follows measurements on this project's machine (every algorithm on every pass
+    of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): the blocked
     kernels win every forward pass; the input gradient (a forward convolution with C_in/groups
     output channels) where those come in whole tiles of 4, or are fewer than 4, and without
     dilation; and the weight gradient of convolutions with at most 32 output channels per
@@ -218,7 +219,14 @@ def _blocked_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     """The weight gradient with _conv_blocked: 4 channels x 3 taps (or 1 channel x 4 taps)
-    of the filters at a time."""
+    of the filters at a time.
+
+    The tiles that stick out past the last column (or row) multiply a zero output gradient
+    by whatever input lies there; if that input holds an inf or a NaN, 0 * inf = NaN would
+    land in taps the exact sum never multiplies by it. A non-finite result therefore is
+    computed again with im2col, whose products are exactly the formula's, so the NaNs and
+    infs are the reference's. (A finite result means no product was inf or NaN.)
+    """
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
     hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride, g.dilation)
@@ -231,7 +239,24 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     _conv_blocked.conv2d_grad_weight(x, grad_y, partial, padded, gy_padded, offsets, hp, wp,
                                      g.stride[0], g.stride[1], g.padding[0], g.padding[2],
                                      g.groups, threads)
-    return partial[:, :, :offsets.size - (BLOCK - 1)].sum(axis=0).reshape(g.weight_shape)
+    grad_w = partial[:, :, :offsets.size - (BLOCK - 1)].sum(axis=0).reshape(g.weight_shape)
+    if not np.isfinite(grad_w).all():
+        return _im2col_grad_weight(grad_y, x, g, threads)
+    return grad_w
+
+
+def _im2col_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
+    """The weight gradient with _im2col: grad_y[block] @ cols(x[block])^T, summed."""
+    images, band = im2col_blocks(g, x.itemsize, threads)
+    width = images * band * g.out_w
+    columns = _workspace("columns", threads, g.in_channels * g.kernel_h * g.kernel_w * width, x.dtype)
+    gathered = _workspace("gathered", threads, g.out_channels * width if images > 1 else 1, x.dtype)
+    partial = np.zeros((threads, g.out_channels, (g.in_channels // g.groups) * g.kernel_h * g.kernel_w),
+                       x.dtype)
+    _im2col.conv2d_grad_weight(x, grad_y.reshape(g.batch, g.out_channels, -1), partial, columns,
+                               gathered, images, band, g.kernel_h, g.kernel_w, g.out_h, g.out_w,
+                               *_loop_args(g), g.groups, threads)
+    return partial.sum(axis=0).reshape(g.weight_shape)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -320,16 +345,7 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
         _check_blocked(g, "grad_weight")
         return _blocked_grad_weight(grad_y, x, g, threads)
 
-    images, band = im2col_blocks(g, x.itemsize, threads)
-    width = images * band * g.out_w
-    columns = _workspace("columns", threads, g.in_channels * g.kernel_h * g.kernel_w * width, x.dtype)
-    gathered = _workspace("gathered", threads, g.out_channels * width if images > 1 else 1, x.dtype)
-    partial = np.zeros((threads, g.out_channels, (g.in_channels // g.groups) * g.kernel_h * g.kernel_w),
-                       x.dtype)
-    _im2col.conv2d_grad_weight(x, grad_y.reshape(g.batch, g.out_channels, -1), partial, columns,
-                               gathered, images, band, g.kernel_h, g.kernel_w, g.out_h, g.out_w,
-                               *_loop_args(g), g.groups, threads)
-    return partial.sum(axis=0).reshape(g.weight_shape)
+    return _im2col_grad_weight(grad_y, x, g, threads)
 
 
 def conv2d_grad_bias(grad_output) -> np.ndarray:
