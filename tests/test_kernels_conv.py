@@ -188,7 +188,7 @@ def test_blocked_across_tile_edges_matches_reference(config, dtype, bias, seed):
 
 
 @pytest.mark.parametrize("out_h", [1, 2, 3, 4, 5, 7, 8, 9])
-@pytest.mark.parametrize("out_w", [7, 8, 9, 17])
+@pytest.mark.parametrize("out_w", [7, 8, 9, 12, 28])
 @pytest.mark.parametrize("c_out", [3, 4, 5, 8])
 @pytest.mark.parametrize("stride_w", [1, 2, 3])
 def test_blocked_tile_edges_grid(out_h, out_w, c_out, stride_w):

@@ -17,7 +17,9 @@ but in an order a CPU likes:
    8) local accumulators of 8 columns. In float32 with AVX (one register holds 8 floats)
    the accumulators stay in vector registers for the whole sum over c, p, q, they do not
    wait on each other, and each input vector loaded feeds several of them. (In float64, or
-   without AVX, they do not all fit in the 16 registers: still correct, slower.)
+   without AVX, they do not all fit in the 16 registers: still correct, slower.) Where a
+   row ends in 4 or fewer columns past the last whole tile, those columns of two rows share
+   one vector (tail_tile_channels), so that no half tile is wasted.
 
 The gradient of the weight uses the same padded buffer and tiles of 8 columns: 4 output
 channels x 3 taps at once (the channels left over: 1 channel x 4 taps x 2 rows). The
@@ -45,6 +47,12 @@ cdef extern from *:
     """
     typedef float cyconv_float8 __attribute__((vector_size(32), aligned(4), may_alias));
     typedef double cyconv_double8 __attribute__((vector_size(64), aligned(8), may_alias));
+    typedef float cyconv_float4 __attribute__((vector_size(16), aligned(4), may_alias));
+    typedef double cyconv_double4 __attribute__((vector_size(32), aligned(8), may_alias));
+    #define CYCONV_PAIR8_FLOAT(dst, lo, hi) (*(cyconv_float8*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_float4*)(lo), *(const cyconv_float4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
+    #define CYCONV_PAIR8_DOUBLE(dst, lo, hi) (*(cyconv_double8*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_double4*)(lo), *(const cyconv_double4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
     #define CYCONV_AXPY8_FLOAT(acc, w, x) (*(cyconv_float8*)(acc) += (w) * *(const cyconv_float8*)(x))
     #define CYCONV_AXPY8_DOUBLE(acc, w, x) (*(cyconv_double8*)(acc) += (w) * *(const cyconv_double8*)(x))
     #define CYCONV_DOT8_FLOAT(acc, a, b) \
@@ -54,6 +62,8 @@ cdef extern from *:
     """
     void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
     void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
+    void pair8_float "CYCONV_PAIR8_FLOAT"(float* dst, const float* lo, const float* hi) noexcept nogil
+    void pair8_double "CYCONV_PAIR8_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
     void dot8_float "CYCONV_DOT8_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
     void dot8_double "CYCONV_DOT8_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
 
@@ -64,6 +74,14 @@ cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept no
         axpy8_float(acc, w, x)
     else:
         axpy8_double(acc, w, x)
+
+
+cdef inline void pair8(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
+    """dst[0:4] = lo[0:4] and dst[4:8] = hi[0:4]: two half vectors side by side in one."""
+    if floating is float:
+        pair8_float(dst, lo, hi)
+    else:
+        pair8_double(dst, lo, hi)
 
 
 cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexcept nogil:
@@ -191,6 +209,43 @@ cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssiz
         store8(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
 
 
+cdef inline void tail_tile_channels(const floating* xs, const floating* wb, Py_ssize_t taps,
+                                    const Py_ssize_t* offsets, Py_ssize_t next_row,
+                                    const floating* bias4, floating* scratch) noexcept nogil:
+    """The last 4 (or fewer) columns of 6 rows, for 4 output channels, in 12 accumulators:
+    rows 2r and 2r+1 share one, in lanes 0-3 and 4-7, so that a row length of 8k + 4 wastes
+    no half tile. scratch[(3*b + r) * 8 + lane]: channel b, rows 2r (lanes 0-3) and 2r+1.
+    """
+    cdef floating acc[3 * BLOCK * TILE]
+    cdef floating v0[TILE]
+    cdef floating v1[TILE]
+    cdef floating v2[TILE]
+    cdef Py_ssize_t k, b, jj
+    cdef const floating* x0
+    for b in range(BLOCK):
+        for jj in range(3 * TILE):
+            acc[3 * b * TILE + jj] = bias4[b]
+    for k in range(taps):
+        x0 = xs + offsets[k]
+        pair8(v0, x0, x0 + next_row)
+        pair8(v1, x0 + 2 * next_row, x0 + 3 * next_row)
+        pair8(v2, x0 + 4 * next_row, x0 + 5 * next_row)
+        axpy8(&acc[0 * TILE], wb[0], v0)
+        axpy8(&acc[1 * TILE], wb[0], v1)
+        axpy8(&acc[2 * TILE], wb[0], v2)
+        axpy8(&acc[3 * TILE], wb[1], v0)
+        axpy8(&acc[4 * TILE], wb[1], v1)
+        axpy8(&acc[5 * TILE], wb[1], v2)
+        axpy8(&acc[6 * TILE], wb[2], v0)
+        axpy8(&acc[7 * TILE], wb[2], v1)
+        axpy8(&acc[8 * TILE], wb[2], v2)
+        axpy8(&acc[9 * TILE], wb[3], v0)
+        axpy8(&acc[10 * TILE], wb[3], v1)
+        axpy8(&acc[11 * TILE], wb[3], v2)
+        wb += BLOCK
+    store8(acc, scratch, 3 * BLOCK, TILE)
+
+
 cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
                         const Py_ssize_t* offsets, Py_ssize_t next_row, const floating* bias4,
                         floating* y, Py_ssize_t L, Py_ssize_t W_out, Py_ssize_t height,
@@ -201,8 +256,8 @@ cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
     only the first ``rows`` rows and W_out columns are kept (the rest goes to scratch).
     """
     cdef Py_ssize_t jt, b, width
-    for jt in range(0, W_out, 8):                          # jt: first column of the tile
-        width = min(TILE, W_out - jt)
+    for jt in range(0, W_out - W_out % 8 if W_out % 8 <= 4 else W_out, 8):   # (a tail of 4
+        width = min(TILE, W_out - jt)                      # or fewer columns: tail_tile_channels)
         if width == TILE and rows == height:
             if height == 3:
                 tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
@@ -274,7 +329,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Wp
-    cdef Py_ssize_t task, t, n, g, b, co, i, jt, width, rows, height
+    cdef Py_ssize_t task, t, n, g, b, co, r, i, jt, width, rows, height
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
@@ -296,6 +351,18 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                 channel_tiles(buf + i * next_row, &w_blocks[g, b, 0, 0], taps, &offsets[0],
                               next_row, &bias[co], &y[n, co, i, 0], L, W_out, height, rows, tmp)
             i = i + rows
+        if 0 < W_out % 8 <= 4:                             # the last columns, 6 rows at a time
+            jt = W_out - W_out % 8
+            for i in range(0, H_out, 6):
+                rows = min(6, H_out - i)
+                for b in range(blocks):
+                    co = g * out_g + b * BLOCK
+                    tail_tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
+                                       &offsets[0], next_row, &bias[co], tmp)
+                    for r in range(BLOCK * rows):          # channel r // rows, row r % rows
+                        keep_inside(tmp + (3 * (r // rows) + (r % rows) // 2) * TILE
+                                    + 4 * ((r % rows) % 2),
+                                    &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % 8)
         # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
         for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
             for i in range(0, H_out, 8):

@@ -177,7 +177,7 @@ def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
 
 def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
     """(Hp, Wp) of the padded planes the blocked tiles read, stick-out tiles included."""
-    rows = max(-(-out_h // 3) * 3, -(-out_h // 8) * 8)   # tiles of 3 rows, or of 8
+    rows = max(-(-out_h // 6) * 6, -(-out_h // 8) * 8)   # tiles of 3 or 6 rows, or of 8
     cols = -(-out_w // TILE) * TILE
     phase = cols + (kernel[1] - 1) * dilation[1] // stride[1]   # one phase of a row
     return (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1, stride[1] * phase
