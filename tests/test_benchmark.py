@@ -92,3 +92,22 @@ def test_bench_output_in_missing_directory_fails_before_running(tmp_path, capsys
                      "--markdown", str(tmp_path / "missing" / "r.md")])
     assert code == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_algorithms_table_marks_the_fastest_and_what_auto_picks(capsys):
+    """bench/algorithms.py (the measurements behind choose_algorithm) on one small shape."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "algorithms.py"
+    spec = importlib.util.spec_from_file_location("bench_algorithms", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.table(["rs_l2a_s2"], repeats=1)
+    rows = [line.split(" | ") for line in text.splitlines()[2:]]
+    assert [row[1] for row in rows] == ["output", "grad_input", "grad_weight"]
+    for row in rows:
+        assert row[2] in ("direct", "im2col", "blocked")
+        assert sum("**" in cell for cell in row[3:]) == 1      # one fastest per pass
+    assert rows[1][5].strip(" |") == "-"                       # blocked cannot: stride 2
+    assert text.splitlines()[0] in capsys.readouterr().out
