@@ -117,18 +117,31 @@ def im2col_blocks(g: geo.ConvGeometry, itemsize: int, threads: int,
     return 1, rows
 
 
+#: Bytes of a cache line: every thread's row of a workspace starts on a line of its own.
+CACHE_LINE = 64
+
+
 def _workspace(name: str, threads: int, size: int, dtype) -> np.ndarray:
-    """A (threads, size) scratch matrix, kept per Python thread and reused across calls.
+    """A (threads, row) scratch matrix, row >= size, kept per Python thread and reused.
 
     A fresh multi-megabyte array per call would be fresh memory from the operating system,
     and touching its pages for the first time costs about as much as the im2col copy.
+    Each thread's row starts on a cache line of its own (row is size rounded up to whole
+    lines, and the first row is aligned): two threads writing into one line would pass it
+    back and forth between their cores on every write ("false sharing"), which made small
+    workspaces, written at every tile, slower on 2 threads than on 1. The kernels use
+    row t from its start, so the rounding up is only room left over.
     """
+    itemsize = np.dtype(dtype).itemsize
+    line = CACHE_LINE // itemsize                            # entries per cache line
+    row = -(-size // line) * line
     buffers = _local.__dict__.setdefault("buffers", {})
     key = (name, np.dtype(dtype))
     buffer = buffers.get(key)
-    if buffer is None or buffer.size < threads * size:
-        buffer = buffers[key] = np.empty(threads * size, dtype)
-    return buffer[:threads * size].reshape(threads, size)
+    if buffer is None or buffer.size < threads * row + line:
+        buffer = buffers[key] = np.empty(threads * row + line, dtype)
+    start = (-buffer.ctypes.data % CACHE_LINE) // itemsize   # first entry on a line boundary
+    return buffer[start:start + threads * row].reshape(threads, row)
 
 
 _local = threading.local()
