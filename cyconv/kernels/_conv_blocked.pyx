@@ -92,15 +92,19 @@ cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexc
         dot8_double(acc, a, b)
 
 
-cdef void pad_planes(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,
-                     Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t stride_w,
-                     Py_ssize_t Hp, Py_ssize_t Wp, floating* padded) noexcept nogil:
-    """Copy planes c0 .. c0+count-1 of image n, zero-padded, into ``padded`` (count, Hp, Wp).
+cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,
+                   Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                   Py_ssize_t stride_w, Py_ssize_t Wp, floating* padded) noexcept nogil:
+    """Copy rows r0 .. r0+rows-1 of the zero-padded planes c0 .. c0+count-1 of image n into
+    ``padded`` (rows, count, Wp): row by row, and within a row channel by channel.
 
-    With stride 1: padded[c, r, s] = x[n, c0 + c, r - pad_top, s - pad_left], 0 outside x.
+    With stride 1: padded[r, c, s] = x[n, c0 + c, r0 + r - pad_top, s - pad_left], 0 outside x.
     With stride_w > 1, each padded row is stored as its stride_w phases one after the other
     (columns 0, s, 2s, ...; then 1, s+1, ...; each Wp / stride_w long), so that the columns
     one tap reads for neighbouring outputs, s apart in the image, are side by side here.
+    The rows of all channels are interleaved so that the few rows a tile reads, for every
+    channel, lie next to each other in memory. (The copy reads x plane by plane, in the
+    order it lies in memory.)
     """
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], Wm = Wp // stride_w
     cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)               # stride 1: first column inside x
@@ -109,19 +113,16 @@ cdef void pad_planes(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0
     cdef floating* row
     cdef const floating* x_row
     for c in range(count):
-        for r in range(Hp):
-            row = padded + (c * Hp + r) * Wp
-            h = r - pad_top
+        for r in range(rows):
+            h = r0 + r - pad_top
+            row = padded + (r * count + c) * Wp
             if h < 0 or h >= H:
                 memset(row, 0, Wp * sizeof(floating))
-            elif stride_w == 1:       # short rows: plain loops beat calls to memcpy
+            elif stride_w == 1:       # zeros, the image row, zeros
                 x_row = &x[n, c0 + c, h, 0]
-                for m in range(lo):
-                    row[m] = 0
-                for m in range(lo, hi):
-                    row[m] = x_row[m - pad_left]
-                for m in range(hi, Wp):
-                    row[m] = 0
+                memset(row, 0, lo * sizeof(floating))
+                memcpy(row + lo, x_row + lo - pad_left, (hi - lo) * sizeof(floating))
+                memset(row + hi, 0, (Wp - hi) * sizeof(floating))
             else:
                 x_row = &x[n, c0 + c, h, 0]
                 for phase in range(stride_w):
@@ -310,72 +311,88 @@ cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t ro
             y[r * row_stride + jj] = scratch[r * TILE + jj]
 
 
+cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows, Py_ssize_t chunk) noexcept nogil:
+    """The output rows the tiles of a chunk of ``rows`` rows cover, stick-out rows included:
+    ``rows`` rounded up to whole tiles of 6 and of 8 rows, at most ``chunk``."""
+    return min(max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8), chunk)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,
                    const floating[:, ::1] w_matrix, const floating[::1] bias,
                    const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,
-                   floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t Hp, Py_ssize_t Wp,
-                   Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                   Py_ssize_t groups, int num_threads):
-    """y = conv2d(x, w) + bias; one (image, group) per task.
+                   floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t chunk,
+                   Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                   Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """y = conv2d(x, w) + bias; one (image, group, chunk of ``chunk`` output rows) per task.
 
     w_blocks (groups, out_g // 4, Cg*kH*kW, 4): the weights of each group's whole blocks of
     4 output channels, tap-major; w_matrix (C_out, Cg*kH*kW): all weights, for the channels
     left over. bias (C_out,) (zeros for none). offsets (Cg*kH*kW,): where tap
-    (c*kH + p)*kW + q of output (0, 0) lies in the padded planes (see pad_planes).
-    padded (threads, Cg*Hp*Wp) and scratch (threads, 96) are per-thread workspaces; Hp and
-    Wp cover every row and column the tiles read, including the tiles that stick out.
+    (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (see pad_rows).
+    padded (threads, Hp*Cg*Wp) and scratch (threads, 96) are per-thread workspaces; the Hp
+    padded rows of a chunk and their Wp columns cover every row and column its tiles read,
+    including the tiles that stick out. ``chunk`` is a multiple of 24 (whole tiles of 3, 6
+    and 8 rows) unless one chunk covers all the rows.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
-    cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Wp
-    cdef Py_ssize_t task, t, n, g, b, co, r, i, jt, width, rows, height
+    cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Cg * Wp
+    cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
+    # Hp = (rows the tiles of a whole chunk cover - 1) * stride_h + halo, the kernel's reach
+    cdef Py_ssize_t halo = Hp - (tile_rows_for(H_out, chunk) - 1) * stride_h
+    cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, jt, width, rows, height
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
 
-    for task in prange(N * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
-        n = task // groups
-        g = task % groups
+    for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
+        n = task // (groups * chunks)
+        g = (task // chunks) % groups
+        i0 = (task % chunks) * chunk                       # the chunk's output rows i0 .. end-1
+        end = min(i0 + chunk, H_out)
         t = threadid()
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
-        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
+        # the padded rows this chunk's tiles read (fewer than Hp in a short last chunk)
+        rows = (tile_rows_for(end - i0, chunk) - 1) * stride_h + halo
+        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, rows, pad_top, pad_left, stride_w, Wp, buf)
         # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
-        i = 0                                              # i: first row of the tile
-        while i < H_out:
-            height = 2 if H_out - i in (1, 2, 4) else 3
-            rows = min(height, H_out - i)
+        i = i0                                             # i: first row of the tile
+        while i < end:
+            height = 2 if end - i in (1, 2, 4) else 3
+            rows = min(height, end - i)
             for b in range(blocks):
                 co = g * out_g + b * BLOCK
-                channel_tiles(buf + i * next_row, &w_blocks[g, b, 0, 0], taps, &offsets[0],
-                              next_row, &bias[co], &y[n, co, i, 0], L, W_out, height, rows, tmp)
+                channel_tiles(buf + (i - i0) * next_row, &w_blocks[g, b, 0, 0], taps,
+                              &offsets[0], next_row, &bias[co], &y[n, co, i, 0], L, W_out,
+                              height, rows, tmp)
             i = i + rows
         if 0 < W_out % 8 <= 4:                             # the last columns, 6 rows at a time
             jt = W_out - W_out % 8
-            for i in range(0, H_out, 6):
-                rows = min(6, H_out - i)
+            for i in range(i0, end, 6):
+                rows = min(6, end - i)
                 for b in range(blocks):
                     co = g * out_g + b * BLOCK
-                    tail_tile_channels(buf + i * next_row + jt, &w_blocks[g, b, 0, 0], taps,
-                                       &offsets[0], next_row, &bias[co], tmp)
+                    tail_tile_channels(buf + (i - i0) * next_row + jt, &w_blocks[g, b, 0, 0],
+                                       taps, &offsets[0], next_row, &bias[co], tmp)
                     for r in range(BLOCK * rows):          # channel r // rows, row r % rows
                         keep_inside(tmp + (3 * (r // rows) + (r % rows) // 2) * TILE
                                     + 4 * ((r % rows) % 2),
                                     &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % 8)
         # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
         for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
-            for i in range(0, H_out, 8):
-                rows = min(2 * BLOCK, H_out - i)
+            for i in range(i0, end, 8):
+                rows = min(2 * BLOCK, end - i)
                 for jt in range(0, W_out, 8):
                     width = min(TILE, W_out - jt)
                     out = &y[n, co, i, jt]
                     if width == TILE and rows == 2 * BLOCK:
-                        tile_rows(buf + i * next_row + jt, &w_matrix[co, 0], taps, &offsets[0],
-                                  next_row, bias[co], out, W_out)
+                        tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
+                                  &offsets[0], next_row, bias[co], out, W_out)
                     else:
-                        tile_rows(buf + i * next_row + jt, &w_matrix[co, 0], taps, &offsets[0],
-                                  next_row, bias[co], tmp, TILE)
+                        tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
+                                  &offsets[0], next_row, bias[co], tmp, TILE)
                         keep_inside(tmp, out, rows, W_out, width)
 
 
@@ -475,8 +492,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     left over 4 taps at a time. partial (threads, C_out, R + 3) must be zero on
     entry (its 3 extra columns take the taps of the last block that do not exist);
     tap_offsets (R + 3,) holds where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the
-    padded planes (see pad_planes; the 3 extra ones repeat tap 0). padded
-    (threads, Cg*Hp*Wp) and gy_padded (threads, out_g * 2*ceil(H_out/2) * 8*ceil(W_out/8))
+    padded rows (see pad_rows; the 3 extra ones repeat tap 0). padded
+    (threads, Hp*Cg*Wp) and gy_padded (threads, out_g * 2*ceil(H_out/2) * 8*ceil(W_out/8))
     are workspaces.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
@@ -498,7 +515,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         t = threadid()
         buf = &padded[t, 0]
         gy = &gy_padded[t, 0]
-        pad_planes(x, n, g * Cg, Cg, pad_top, pad_left, stride_w, Hp, Wp, buf)
+        pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, stride_w, Wp, buf)
         for co in range(out_g):          # the group's output gradient, padded with zeros
             for i in range(2 * row_pairs):
                 gy_at = gy + co * gy_plane_size + i * gy_row
@@ -510,9 +527,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         for co in range(0, out_g - out_g % 4, 4):          # channels co .. co+3
             for k in range(0, R, 3):                       # taps k .. k+2
                 tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, H_out, tiles,
-                                  gy_row, stride_h * Wp, &tap_offsets[k],
+                                  gy_row, stride_h * Cg * Wp, &tap_offsets[k],
                                   &partial[t, g * out_g + co, k], partial.shape[2])
         for co in range(out_g - out_g % 4, out_g):         # the channels left over
             for k in range(0, R, 4):                       # taps k .. k+3
-                tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Wp,
+                tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Cg * Wp,
                           &tap_offsets[k], &partial[t, g * out_g + co, k])

@@ -22,6 +22,7 @@ Three algorithms compute the same numbers:
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -153,15 +154,18 @@ _local = threading.local()
 TILE, BLOCK = 8, 4
 
 
-def _tap_offsets(cg: int, kernel: tuple, stride_w: int, dilation: tuple, hp: int,
-                 wp: int) -> np.ndarray:
-    """Where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the padded planes (C, Hp, Wp):
-    plane c, row p*dh, and column q*dw, which with stride_w > 1 is in phase q*dw % stride_w
-    (see _conv_blocked.pad_planes)."""
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(cg: int, kernel: tuple, stride_w: int, dilation: tuple, wp: int) -> np.ndarray:
+    """Where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (Hp, Cg, Wp)
+    of _conv_blocked.pad_rows: row p*dh, channel c, and column q*dw, which with
+    stride_w > 1 is in phase q*dw % stride_w. Cached (a network asks for the same few
+    again and again), so the array is read-only."""
     c, p, q = np.meshgrid(np.arange(cg), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij")
     column = q * dilation[1]
     phase_start = (column % stride_w) * (wp // stride_w) + column // stride_w
-    return (c * hp * wp + p * dilation[0] * wp + phase_start).ravel().astype(np.intp)
+    offsets = (p * dilation[0] * cg * wp + c * wp + phase_start).ravel().astype(np.intp)
+    offsets.flags.writeable = False
+    return offsets
 
 
 def blocked_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
@@ -188,9 +192,20 @@ def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
         raise ValueError(f"algorithm='blocked' needs {reason}; use 'auto', 'direct' or 'im2col'")
 
 
-def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation: tuple) -> tuple:
-    """(Hp, Wp) of the padded planes the blocked tiles read, stick-out tiles included."""
+#: Output rows per task of the blocked forward kernel: a multiple of the tile heights (3 and
+#: 6 rows, 8 for the channels left over), small enough that one image gives the threads
+#: several tasks to share, large enough that the rows padded twice (kernel - 1 of each
+#: chunk's input rows are also the next chunk's) cost little.
+CHUNK_ROWS = 24
+
+
+def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation: tuple,
+                 chunk: int | None = None) -> tuple:
+    """(Hp, Wp): the padded rows and columns the blocked tiles of ``chunk`` output rows (all
+    of them for None) read, stick-out tiles included."""
     rows = max(-(-out_h // 6) * 6, -(-out_h // 8) * 8)   # tiles of 3 or 6 rows, or of 8
+    if chunk is not None:
+        rows = min(rows, chunk)
     cols = -(-out_w // TILE) * TILE
     phase = cols + (kernel[1] - 1) * dilation[1] // stride[1]   # one phase of a row
     return (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1, stride[1] * phase
@@ -206,14 +221,14 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     w_blocks = np.ascontiguousarray(  # (groups, blocks, Cg*kH*kW, 4): a block's 4 channels side by side
         w_matrix.reshape(groups, out_g, taps)[:, :blocks * BLOCK]
         .reshape(groups, blocks, BLOCK, taps).transpose(0, 1, 3, 2))
-    hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride, dilation)
-    padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
+    hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride, dilation, CHUNK_ROWS)
+    padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     scratch = _workspace("scratch", threads, 3 * BLOCK * TILE, x.dtype)
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     _conv_blocked.conv2d_forward(x, w_blocks, w_matrix, bias,
-                                 _tap_offsets(cg, (kh, kw), stride[1], dilation, hp, wp), y,
-                                 padded, scratch, hp, wp, stride[0], stride[1], pad_top, pad_left,
-                                 groups, threads)
+                                 _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y,
+                                 padded, scratch, CHUNK_ROWS, hp, wp, stride[0], stride[1],
+                                 pad_top, pad_left, groups, threads)
     return y
 
 
@@ -243,9 +258,9 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
     hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride, g.dilation)
-    offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.stride[1], g.dilation, hp, wp),
+    offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.stride[1], g.dilation, wp),
                               np.zeros(BLOCK - 1, np.intp)])  # the last block's missing taps
-    padded = _workspace("padded", threads, cg * hp * wp, x.dtype)
+    padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     gy_padded = _workspace("gy_padded", threads,
                            out_g * 2 * -(-g.out_h // 2) * -(-g.out_w // TILE) * TILE, x.dtype)
     partial = np.zeros((threads, g.out_channels, offsets.size), x.dtype)
