@@ -202,6 +202,37 @@ def test_blocked_tile_edges_grid(out_h, out_w, c_out, stride_w):
         assert y.shape[2:] == (out_h, out_w)
 
 
+@pytest.mark.parametrize("out_h", [23, 24, 25, 30, 48, 49])
+@pytest.mark.parametrize("stride_h", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("c_out, out_w", [(5, 12), (8, 16), (1, 9)])
+def test_blocked_forward_across_row_chunks(out_h, stride_h, dilation, c_out, out_w):
+    """The blocked forward pass works through chunks of CHUNK_ROWS output rows, each padded
+    on its own: outputs on both sides of a chunk's edge, a last chunk of 1 to 24 rows,
+    strides and dilations that change the rows a chunk reads, with 4-channel blocks, the
+    channels left over and the tail columns."""
+    assert conv_module.CHUNK_ROWS == 24
+    rng = np.random.default_rng(out_h * 100 + stride_h * 10 + dilation + c_out)
+    h_in = (out_h - 1) * stride_h + 1
+    for dtype in DTYPES:
+        x, w, b = random_problem(rng, (2, 3, h_in, out_w), (c_out, 3, 3, 3), dtype)
+        y = K.conv2d(x, w, b, (stride_h, 1), dilation, dilation, algorithm="blocked")
+        assert y.shape[2:] == (out_h, out_w)
+        assert_matches(y, R.conv2d(x, w, b, (stride_h, 1), dilation, dilation), dtype, 27)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 48])
+def test_blocked_forward_with_other_chunk_sizes(chunk, monkeypatch):
+    """Any chunk size gives the same numbers (one that is not a multiple of 24 only costs
+    stick-out tiles): the chunks are independent tasks, each padding its own rows."""
+    monkeypatch.setattr(conv_module, "CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(chunk)
+    x, w, b = random_problem(rng, (2, 6, 53, 13), (6, 3, 3, 3), np.float64)
+    for groups, weight in ((1, np.concatenate([w, w], axis=1)), (2, w)):
+        y = K.conv2d(x, weight, b, 1, 1, 1, groups, algorithm="blocked")
+        assert_matches(y, R.conv2d(x, weight, b, 1, 1, 1, groups), np.float64, weight[0].size)
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_blocked_weight_gradient_keeps_the_references_non_finite_values(value):
     """An inf or NaN in an input column only the last tile's stick-out lanes read under tap

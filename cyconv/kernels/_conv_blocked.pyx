@@ -311,10 +311,10 @@ cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t ro
             y[r * row_stride + jj] = scratch[r * TILE + jj]
 
 
-cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows, Py_ssize_t chunk) noexcept nogil:
+cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows) noexcept nogil:
     """The output rows the tiles of a chunk of ``rows`` rows cover, stick-out rows included:
-    ``rows`` rounded up to whole tiles of 6 and of 8 rows, at most ``chunk``."""
-    return min(max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8), chunk)
+    ``rows`` rounded up to whole tiles of 6 and of 8 rows."""
+    return max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,
@@ -331,8 +331,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (see pad_rows).
     padded (threads, Hp*Cg*Wp) and scratch (threads, 96) are per-thread workspaces; the Hp
     padded rows of a chunk and their Wp columns cover every row and column its tiles read,
-    including the tiles that stick out. ``chunk`` is a multiple of 24 (whole tiles of 3, 6
-    and 8 rows) unless one chunk covers all the rows.
+    including the tiles that stick out. Any ``chunk`` works; a multiple of 24 (whole tiles
+    of 3, 6 and 8 rows) has no tiles sticking out but at the bottom of the plane.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
@@ -340,7 +340,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
     # Hp = (rows the tiles of a whole chunk cover - 1) * stride_h + halo, the kernel's reach
-    cdef Py_ssize_t halo = Hp - (tile_rows_for(H_out, chunk) - 1) * stride_h
+    cdef Py_ssize_t halo = Hp - (tile_rows_for(min(H_out, chunk)) - 1) * stride_h
     cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, jt, width, rows, height
     cdef floating* buf
     cdef floating* tmp
@@ -355,7 +355,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
         # the padded rows this chunk's tiles read (fewer than Hp in a short last chunk)
-        rows = (tile_rows_for(end - i0, chunk) - 1) * stride_h + halo
+        rows = (tile_rows_for(end - i0) - 1) * stride_h + halo
         pad_rows(x, n, g * Cg, Cg, i0 * stride_h, rows, pad_top, pad_left, stride_w, Wp, buf)
         # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
         i = i0                                             # i: first row of the tile

@@ -203,9 +203,9 @@ def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation:
                  chunk: int | None = None) -> tuple:
     """(Hp, Wp): the padded rows and columns the blocked tiles of ``chunk`` output rows (all
     of them for None) read, stick-out tiles included."""
-    rows = max(-(-out_h // 6) * 6, -(-out_h // 8) * 8)   # tiles of 3 or 6 rows, or of 8
     if chunk is not None:
-        rows = min(rows, chunk)
+        out_h = min(out_h, chunk)
+    rows = max(-(-out_h // 6) * 6, -(-out_h // 8) * 8)   # tiles of 3 or 6 rows, or of 8
     cols = -(-out_w // TILE) * TILE
     phase = cols + (kernel[1] - 1) * dilation[1] // stride[1]   # one phase of a row
     return (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1, stride[1] * phase
