@@ -385,11 +385,13 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, r
     return input, geo, check_bool(return_indices, "return_indices")
 
 
-def check_max_pool2d_grad_input(grad_output, indices, input_shape, index_range=None):
+def check_max_pool2d_grad_input(grad_output, indices, input_shape, check_range=True):
     """Check a max-pooling backward call; return ``(grad_output, int64 indices, input_shape)``.
 
-    ``index_range(int64 indices) -> (smallest, largest)`` may be given to find the range of
-    the indices faster than NumPy's ``min()`` and ``max()`` (the compiled kernels do).
+    With ``check_range=False`` the values of the indices are left to the caller, who must
+    pass their smallest and largest to :func:`check_pool_index_range` (the compiled kernel
+    finds them while it scatters the gradient, and writes nothing for an index outside the
+    plane, so the array is read once instead of twice).
     """
     grad_output = as_float_array(grad_output, "grad_output", ndim=4)
     input_shape = check_shape(input_shape, "input_shape")
@@ -401,14 +403,19 @@ def check_max_pool2d_grad_input(grad_output, indices, input_shape, index_range=N
                         f"got dtype {indices.dtype}")
     if indices.shape != grad_output.shape:
         raise ValueError(f"indices must have grad_output's shape {grad_output.shape}, got {indices.shape}")
-    plane = input_shape[2] * input_shape[3]
     indices = np.ascontiguousarray(indices, dtype=np.int64)
-    if indices.size:
-        low, high = (index_range or (lambda a: (a.min(), a.max())))(indices)
-        if low < -1 or high >= plane:
-            raise ValueError(f"indices must lie in [-1, {plane}) for input planes of "
-                             f"{input_shape[2]}x{input_shape[3]}, got values in [{low}, {high}]")
+    if check_range and indices.size:
+        check_pool_index_range(indices.min(), indices.max(), input_shape)
     return grad_output, indices, input_shape
+
+
+def check_pool_index_range(low, high, input_shape) -> None:
+    """Raise ValueError unless max-pooling indices from ``low`` to ``high`` (the smallest
+    and the largest) lie in [-1, H*W) for input planes of ``input_shape`` (N, C, H, W)."""
+    plane = input_shape[2] * input_shape[3]
+    if low < -1 or high >= plane:
+        raise ValueError(f"indices must lie in [-1, {plane}) for input planes of "
+                         f"{input_shape[2]}x{input_shape[3]}, got values in [{low}, {high}]")
 
 
 def check_avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad):

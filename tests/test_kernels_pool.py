@@ -564,12 +564,25 @@ def test_backward_kernels_ignore_what_grad_input_held(shape, kernel, stride, pad
     assert_matches(gx, R.avg_pool2d_grad_input(gy, shape, kernel, stride, padding), dtype)
 
 
-@pytest.mark.parametrize("size", [1, 65535, 65536, 65537, 200_003])
-def test_index_range_matches_numpy(size):
-    """The compiled (min, max) behind the check of max_pool2d_grad_input's indices."""
+@pytest.mark.parametrize("planes", [1, 3, 64])
+def test_max_pool_backward_kernel_returns_the_index_range_and_skips_what_lies_outside(planes):
+    """The compiled backward finds (min, max) of the indices while it scatters, for the
+    check of max_pool2d_grad_input, and writes nothing for an index outside [0, H*W): -1
+    (a window of padding only) or one the caller is about to refuse."""
     from cyconv.kernels import _pool
-    rng = np.random.default_rng(size)
-    indices = rng.integers(-5, 10_000, size).astype(np.int64)
-    indices[rng.integers(size)] = -7                 # an extreme somewhere in the middle
-    for threads in (1, 2):
-        assert _pool.index_range(indices, threads) == (indices.min(), indices.max())
+    rng = np.random.default_rng(planes)
+    h_out, w_out, hw = 3, 4, 25
+    grad_y = rng.standard_normal((planes, h_out, w_out))
+    indices = rng.integers(0, hw, (planes, h_out, w_out)).astype(np.int64)
+    indices[0, 0, 0] = -1
+    indices[-1, 1, 2] = -7                            # extremes in the first and last plane
+    indices[-1, 2, 3] = hw + 3
+    expected = np.zeros((planes, hw))
+    for s, i, j in np.ndindex(grad_y.shape):         # the scatter, written out
+        if 0 <= indices[s, i, j] < hw:
+            expected[s, indices[s, i, j]] += grad_y[s, i, j]
+    for threads in (1, 2, 3):
+        grad_x = np.full((planes, hw), np.nan)
+        low, high = _pool.max_pool2d_backward(grad_y, indices, grad_x, threads)
+        assert (low, high) == (-7, hw + 3)
+        np.testing.assert_allclose(grad_x, expected, rtol=1e-15)

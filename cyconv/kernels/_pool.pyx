@@ -134,46 +134,39 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long 
                         at_row[j] = h * W + j * stride_w + w0 if take else at_row[j]
 
 
-def index_range(const long long[::1] indices, int num_threads):
-    """(smallest, largest) entry of a non-empty index array, in one parallel pass.
-
-    The check of max_pool2d_grad_input's indices: NumPy's min() and max() would read the
-    int64 array twice, one thread each, which took a third of the backward pass.
-    """
-    cdef Py_ssize_t n = indices.shape[0], chunks = (n + 65535) // 65536, chunk, i, end
-    cdef long long[::1] lows = np.empty(chunks, np.int64), highs = np.empty(chunks, np.int64)
-    cdef long long low, high
-    for chunk in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
-        low = indices[chunk * 65536]
-        high = low
-        end = min(n, (chunk + 1) * 65536)
-        for i in range(chunk * 65536, end):
-            low = min(low, indices[i])
-            high = max(high, indices[i])
-        lows[chunk] = low
-        highs[chunk] = high
-    return int(np.min(lows)), int(np.max(highs))
-
-
 def max_pool2d_backward(const floating[:, :, ::1] grad_y, const long long[:, :, ::1] argmax,
                         floating[:, ::1] grad_x, int num_threads):
     """grad_x[s, argmax[s, i, j]] += grad_y[s, i, j]: the gradient goes to the winner only.
 
     grad_x is viewed as (N*C, H*W); its contents on entry do not matter: each plane is zeroed
     here, by the thread that then adds into it, while it is in that core's cache.
+
+    Returns (smallest, largest) of the indices, found on the way, so that the caller checks
+    them without a second pass over the array. An index outside [0, H*W) (-1, or one the
+    caller will refuse) writes nothing.
     """
     cdef Py_ssize_t S = grad_y.shape[0], H_out = grad_y.shape[1], W_out = grad_y.shape[2]
     cdef Py_ssize_t HW = grad_x.shape[1]
-    cdef Py_ssize_t s, i, j
-    cdef long long at
+    cdef Py_ssize_t s, i, j, t
+    cdef long long at, low, high
+    cdef long long[::1] lows = np.full(max(num_threads, 1), np.iinfo(np.int64).max, np.int64)
+    cdef long long[::1] highs = np.full(max(num_threads, 1), np.iinfo(np.int64).min, np.int64)
 
     for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
+        t = threadid()
+        low = lows[t]
+        high = highs[t]
         memset(&grad_x[s, 0], 0, HW * sizeof(floating))
         for i in range(H_out):
             for j in range(W_out):
                 at = argmax[s, i, j]
-                if at >= 0:
+                low = min(low, at)
+                high = max(high, at)
+                if 0 <= at < HW:
                     grad_x[s, at] += grad_y[s, i, j]
+        lows[t] = low
+        highs[t] = high
+    return int(np.min(lows)), int(np.max(highs))
 
 
 cdef void avg_divisor_factors(floating[::1] count, Py_ssize_t k, Py_ssize_t stride,

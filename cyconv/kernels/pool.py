@@ -46,12 +46,16 @@ def max_pool2d_grad_input(grad_output, indices, input_shape) -> np.ndarray:
     grad_output and indices (N, C, H_out, W_out) -> grad_input of ``input_shape``.
     """
     grad_y, indices, input_shape = geo.check_max_pool2d_grad_input(
-        grad_output, indices, input_shape,
-        index_range=lambda flat: _pool.index_range(flat.reshape(-1), get_num_threads()))
+        grad_output, indices, input_shape, check_range=False)
     n, c, h, w = input_shape
     grad_x = np.empty(input_shape, grad_y.dtype)         # the kernel zeroes it, plane by plane
-    _pool.max_pool2d_backward(_planes(grad_y), _planes(indices), grad_x.reshape(n * c, h * w),
-                              get_num_threads())
+    if indices.size:
+        # the kernel finds the indices' range as it goes (and skips any outside the plane)
+        low, high = _pool.max_pool2d_backward(_planes(grad_y), _planes(indices),
+                                              grad_x.reshape(n * c, h * w), get_num_threads())
+        geo.check_pool_index_range(low, high, input_shape)
+    else:
+        grad_x[...] = 0
     return grad_x
 
 
