@@ -59,6 +59,7 @@ cdef extern from *:
         (*(cyconv_float8*)(acc) += *(const cyconv_float8*)(a) * *(const cyconv_float8*)(b))
     #define CYCONV_DOT8_DOUBLE(acc, a, b) \
         (*(cyconv_double8*)(acc) += *(const cyconv_double8*)(a) * *(const cyconv_double8*)(b))
+    #define CYCONV_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 3)
     """
     void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
     void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
@@ -66,6 +67,7 @@ cdef extern from *:
     void pair8_double "CYCONV_PAIR8_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
     void dot8_float "CYCONV_DOT8_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
     void dot8_double "CYCONV_DOT8_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
+    void prefetch_for_write "CYCONV_PREFETCH_FOR_WRITE"(const void* address) noexcept nogil
 
 
 cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept nogil:
@@ -131,6 +133,14 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
                         row[phase * Wm + m] = x_row[w] if 0 <= w < W else 0
 
 
+cdef inline void prefetch_rows(floating* y, Py_ssize_t rows, Py_ssize_t row_stride) noexcept nogil:
+    """Ask for the cache lines of y[r * row_stride] (r < rows), to be written: the tile's
+    output, fetched while its sum runs, so that its stores do not wait on memory at the end."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        prefetch_for_write(y + r * row_stride)
+
+
 cdef inline void store8(floating* acc, floating* y, Py_ssize_t count, Py_ssize_t stride) noexcept nogil:
     """y[k * stride + jj] = acc[k * 8 + jj] for the first ``count`` accumulators."""
     cdef Py_ssize_t k, jj
@@ -158,6 +168,7 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
     cdef const floating* x1
     cdef const floating* x2
     for b in range(BLOCK):
+        prefetch_rows(y + b * channel_stride, 3, row_stride)
         for jj in range(3 * TILE):
             acc[3 * b * TILE + jj] = bias4[b]
     for k in range(taps):
@@ -192,6 +203,7 @@ cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssiz
     cdef const floating* x0
     cdef const floating* x1
     for b in range(BLOCK):
+        prefetch_rows(y + b * channel_stride, 2, row_stride)
         for jj in range(2 * TILE):
             acc[2 * b * TILE + jj] = bias4[b]
     for k in range(taps):
@@ -286,6 +298,7 @@ cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t tap
     cdef Py_ssize_t k, jj
     cdef const floating* xv
     cdef floating tap
+    prefetch_rows(y, 2 * BLOCK, row_stride)
     for jj in range(2 * BLOCK * TILE):
         acc[jj] = bias
     for k in range(taps):
