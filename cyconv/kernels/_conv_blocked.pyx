@@ -8,9 +8,12 @@ It computes the same sum as the loops of ``_conv_direct.pyx``,
 
 but in an order a CPU likes:
 
-1. the Cg input planes of one (image, group) are copied into a zero-padded buffer, so no
-   loop below tests for the border (with a stride along the width, each row is stored as
-   its stride_w phases, so that a tap reads neighbouring outputs' inputs side by side);
+1. the work is cut into tasks of one image, one group and a chunk of output rows; each
+   task copies the input rows it reads, zero-padded, into a buffer of its own, so no loop
+   below tests for the border. The buffer holds row 0 of every channel, then row 1 of
+   every channel, ...: the few rows a tile reads lie close together in memory. (With a
+   stride along the width, each row is stored as its stride_w phases, so that a tap reads
+   neighbouring outputs' inputs side by side.)
 2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
    output channels x 3 rows (2 at the bottom of a plane; the channels left over when a
    group has fewer than 4, or not a multiple of 4: 1 channel x 8 rows) is summed in 12 (or
@@ -28,7 +31,9 @@ weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` when the stri
 and the top and left padding are at most dilation * (kernel - 1).
 
 Tiles that stick out past the right edge (or bottom row) of the output are computed in full
-and written to a scratch tile, of which only the part inside is kept. The arguments were
+and written to a scratch tile, of which only the part inside is kept. Before its sum, a tile
+asks for the cache lines of its output (prefetch for writing), so that its stores at the end
+do not wait on memory. The arguments were
 checked in Python (cyconv.kernels.conv); nothing is checked here.
 """
 
@@ -359,10 +364,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef floating* tmp
     cdef floating* out
 
+    # the first chunks of all (image, group) pairs, then the second ones, ...: the last
+    # chunk of a plane, often shorter, comes last, so the threads finish close together
     for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
-        n = task // (groups * chunks)
-        g = (task // chunks) % groups
-        i0 = (task % chunks) * chunk                       # the chunk's output rows i0 .. end-1
+        n = (task % (N * groups)) // groups
+        g = task % groups
+        i0 = (task // (N * groups)) * chunk                # the chunk's output rows i0 .. end-1
         end = min(i0 + chunk, H_out)
         t = threadid()
         buf = &padded[t, 0]
