@@ -111,3 +111,24 @@ def test_algorithms_table_marks_the_fastest_and_what_auto_picks(capsys):
         assert sum("**" in cell for cell in row[3:]) == 1      # one fastest per pass
     assert rows[1][5].strip(" |") == "-"                       # blocked cannot: stride 2
     assert text.splitlines()[0] in capsys.readouterr().out
+
+
+def test_two_processes_prints_both_ratios_for_each_shape():
+    """bench/two_processes.py (the machine's own 2-core speed-up) runs as a script."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "two_processes.py"
+    done = subprocess.run([sys.executable, str(script), "--shapes", "depthwise", "lenet_c2",
+                           "--rounds", "1", "--seconds", "0.05"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| depthwise", "| lenet_c2"]
+    for row in rows:
+        ratios = [float(cell.strip(" |x")) for cell in row.split(" | ")[1:]]
+        assert len(ratios) == 2 and all(0 < ratio < 10 for ratio in ratios)
+    refused = subprocess.run([sys.executable, str(script), "--rounds", "0"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--rounds must be at least 1" in refused.stderr
