@@ -67,7 +67,14 @@ def _rate(context, name: str, threads: int, processes: int, seconds: float) -> f
                for _ in range(processes)]
     for worker in workers:
         worker.start()
-    total = sum(results.get() for _ in workers)
+    try:
+        # a worker that died (out of memory, killed) would leave get() waiting forever
+        total = sum(results.get(timeout=max(120.0, 20 * seconds)) for _ in workers)
+    except Exception as error:
+        codes = [worker.exitcode for worker in workers]
+        for worker in workers:
+            worker.kill()
+        raise RuntimeError(f"a worker process gave no result (exit codes {codes})") from error
     for worker in workers:
         worker.join()
     return total

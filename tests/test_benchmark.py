@@ -115,14 +115,21 @@ def test_algorithms_table_marks_the_fastest_and_what_auto_picks(capsys):
 
 def test_two_processes_prints_both_ratios_for_each_shape():
     """bench/two_processes.py (the machine's own 2-core speed-up) runs as a script."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
+    import cyconv
+
     script = Path(__file__).resolve().parent.parent / "bench" / "two_processes.py"
+    # the script's interpreter imports the cyconv this test runs (installed or built in place)
+    where = str(Path(cyconv.__file__).resolve().parent.parent)
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [where, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, str(script), "--shapes", "depthwise", "lenet_c2",
                            "--rounds", "1", "--seconds", "0.05"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| depthwise", "| lenet_c2"]
@@ -130,5 +137,5 @@ def test_two_processes_prints_both_ratios_for_each_shape():
         ratios = [float(cell.strip(" |x")) for cell in row.split(" | ")[1:]]
         assert len(ratios) == 2 and all(0 < ratio < 10 for ratio in ratios)
     refused = subprocess.run([sys.executable, str(script), "--rounds", "0"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 2 and "--rounds must be at least 1" in refused.stderr

@@ -222,15 +222,19 @@ def test_blocked_forward_across_row_chunks(out_h, stride_h, dilation, c_out, out
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, 48])
-def test_blocked_forward_with_other_chunk_sizes(chunk, monkeypatch):
+@pytest.mark.parametrize("width, stride, dilation", [(13, 1, 1), (12, 1, 1), (27, (2, 3), (2, 1))])
+def test_blocked_forward_with_other_chunk_sizes(chunk, width, stride, dilation, monkeypatch):
     """Any chunk size gives the same numbers (one that is not a multiple of 24 only costs
-    stick-out tiles): the chunks are independent tasks, each padding its own rows."""
+    tile rows that stick out): the chunks are independent tasks, each padding its own rows.
+    Widths with 5 and 4 columns past the last whole tile (the second takes the 6-row tail
+    tiles), strides and dilation; 4-channel blocks (groups=1) and channels left over."""
     monkeypatch.setattr(conv_module, "CHUNK_ROWS", chunk)
     rng = np.random.default_rng(chunk)
-    x, w, b = random_problem(rng, (2, 6, 53, 13), (6, 3, 3, 3), np.float64)
+    x, w, b = random_problem(rng, (2, 6, 53, width), (6, 3, 3, 3), np.float64)
     for groups, weight in ((1, np.concatenate([w, w], axis=1)), (2, w)):
-        y = K.conv2d(x, weight, b, 1, 1, 1, groups, algorithm="blocked")
-        assert_matches(y, R.conv2d(x, weight, b, 1, 1, 1, groups), np.float64, weight[0].size)
+        y = K.conv2d(x, weight, b, stride, 1, dilation, groups, algorithm="blocked")
+        assert_matches(y, R.conv2d(x, weight, b, stride, 1, dilation, groups), np.float64,
+                       weight[0].size)
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])

@@ -139,11 +139,14 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
 
 
 cdef inline void prefetch_rows(floating* y, Py_ssize_t rows, Py_ssize_t row_stride) noexcept nogil:
-    """Ask for the cache lines of y[r * row_stride] (r < rows), to be written: the tile's
-    output, fetched while its sum runs, so that its stores do not wait on memory at the end."""
+    """Ask for the cache lines of y[r * row_stride : r * row_stride + 8] (r < rows), to be
+    written: the tile's output, fetched while its sum runs, so that its stores do not wait on
+    memory at the end. (8 values lie on one cache line or straddle two: both ends are asked
+    for.)"""
     cdef Py_ssize_t r
     for r in range(rows):
         prefetch_for_write(y + r * row_stride)
+        prefetch_for_write(y + r * row_stride + TILE - 1)
 
 
 cdef inline void store8(floating* acc, floating* y, Py_ssize_t count, Py_ssize_t stride) noexcept nogil:
@@ -331,7 +334,8 @@ cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t ro
 
 cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows) noexcept nogil:
     """The output rows the tiles of a chunk of ``rows`` rows cover, stick-out rows included:
-    ``rows`` rounded up to whole tiles of 6 and of 8 rows."""
+    ``rows`` rounded up to whole tiles of 6 and of 8 rows (conv._padded_size sizes the
+    workspace with the same rule)."""
     return max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8)
 
 
@@ -339,7 +343,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    const floating[:, ::1] w_matrix, const floating[::1] bias,
                    const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,
                    floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t chunk,
-                   Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                   Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
                    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
     """y = conv2d(x, w) + bias; one (image, group, chunk of ``chunk`` output rows) per task.
 
@@ -347,19 +351,19 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     4 output channels, tap-major; w_matrix (C_out, Cg*kH*kW): all weights, for the channels
     left over. bias (C_out,) (zeros for none). offsets (Cg*kH*kW,): where tap
     (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (see pad_rows).
-    padded (threads, Hp*Cg*Wp) and scratch (threads, 96) are per-thread workspaces; the Hp
-    padded rows of a chunk and their Wp columns cover every row and column its tiles read,
-    including the tiles that stick out. Any ``chunk`` works; a multiple of 24 (whole tiles
-    of 3, 6 and 8 rows) has no tiles sticking out but at the bottom of the plane.
+    reach = dilation_h * (kH - 1) + 1: the input rows the taps of one output row span. A
+    chunk whose tiles cover R output rows (tile_rows_for) reads (R - 1) * stride_h + reach
+    padded rows of Cg * Wp values; padded (threads, that many for the largest chunk: see
+    conv._padded_size, which must agree with tile_rows_for) and scratch (threads, 96) are
+    per-thread workspaces. Any ``chunk`` works; with a multiple of 24 (whole tiles of 3, 6
+    and 8 rows) only the last chunk of a plane has tile rows sticking out.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
-    # Hp = (rows the tiles of a whole chunk cover - 1) * stride_h + halo, the kernel's reach
-    cdef Py_ssize_t halo = Hp - (tile_rows_for(min(H_out, chunk)) - 1) * stride_h
-    cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, jt, width, rows, height
+    cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, jt, width, rows, height, padded_rows
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
@@ -374,9 +378,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         t = threadid()
         buf = &padded[t, 0]
         tmp = &scratch[t, 0]
-        # the padded rows this chunk's tiles read (fewer than Hp in a short last chunk)
-        rows = (tile_rows_for(end - i0) - 1) * stride_h + halo
-        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, rows, pad_top, pad_left, stride_w, Wp, buf)
+        # the padded rows this chunk's tiles read (fewer in a short last chunk)
+        padded_rows = (tile_rows_for(end - i0) - 1) * stride_h + reach
+        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, padded_rows, pad_top, pad_left, stride_w, Wp,
+                 buf)
         # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
         i = i0                                             # i: first row of the tile
         while i < end:

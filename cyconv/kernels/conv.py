@@ -194,15 +194,16 @@ def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
 
 #: Output rows per task of the blocked forward kernel: a multiple of the tile heights (3 and
 #: 6 rows, 8 for the channels left over), small enough that one image gives the threads
-#: several tasks to share, large enough that the rows padded twice (kernel - 1 of each
-#: chunk's input rows are also the next chunk's) cost little.
+#: several tasks to share, large enough that the input rows two chunks both pad
+#: (dilation * (kernel - 1) + 1 - stride of them) cost little.
 CHUNK_ROWS = 24
 
 
 def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation: tuple,
                  chunk: int | None = None) -> tuple:
     """(Hp, Wp): the padded rows and columns the blocked tiles of ``chunk`` output rows (all
-    of them for None) read, stick-out tiles included."""
+    of them for None) read, stick-out tiles included. The rows follow the kernel's
+    tile_rows_for: whole tiles of 6 and of 8 rows."""
     if chunk is not None:
         out_h = min(out_h, chunk)
     rows = max(-(-out_h // 6) * 6, -(-out_h // 8) * 8)   # tiles of 3 or 6 rows, or of 8
@@ -227,8 +228,8 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     _conv_blocked.conv2d_forward(x, w_blocks, w_matrix, bias,
                                  _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y,
-                                 padded, scratch, CHUNK_ROWS, hp, wp, stride[0], stride[1],
-                                 pad_top, pad_left, groups, threads)
+                                 padded, scratch, CHUNK_ROWS, dilation[0] * (kh - 1) + 1, wp,
+                                 stride[0], stride[1], pad_top, pad_left, groups, threads)
     return y
 
 
