@@ -33,8 +33,8 @@ and the top and left padding are at most dilation * (kernel - 1).
 Tiles that stick out past the right edge (or bottom row) of the output are computed in full
 and written to a scratch tile, of which only the part inside is kept. Before its sum, a tile
 asks for the cache lines of its output (prefetch for writing), so that its stores at the end
-do not wait on memory. The arguments were
-checked in Python (cyconv.kernels.conv); nothing is checked here.
+do not wait on memory. The arguments were checked in Python (cyconv.kernels.conv); nothing
+is checked here.
 """
 
 from libc.string cimport memcpy, memset
