@@ -46,7 +46,10 @@ __all__ = [
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An int (Python's or NumPy's), but not a bool. (Plain ints, by far the most common,
+    skip the slower check against the abstract numbers.Integral.)"""
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, bool))
 
 
 def pair(value, name: str) -> tuple[int, int]:

@@ -221,6 +221,22 @@ def test_blocked_forward_across_row_chunks(out_h, stride_h, dilation, c_out, out
         assert_matches(y, R.conv2d(x, w, b, (stride_h, 1), dilation, dilation), dtype, 27)
 
 
+@pytest.mark.parametrize("c_out, groups", [(64, 1), (64, 4), (14, 2), (5, 1)])
+def test_blocked_weight_packing_puts_each_blocks_4_channels_side_by_side(c_out, groups):
+    """_conv_blocked.pack_blocks against its formula written with NumPy views:
+    w_blocks[g, b, k, j] = w_matrix[g*out_g + 4*b + j, k], channels left over not packed."""
+    rng = np.random.default_rng(c_out + groups)
+    taps, out_g = 9 * 3, c_out // groups
+    blocks = out_g // 4
+    for dtype in DTYPES:
+        w_matrix = rng.standard_normal((c_out, taps)).astype(dtype)
+        packed = np.full((groups, blocks, taps, 4), np.nan, dtype)
+        conv_module._conv_blocked.pack_blocks(w_matrix, packed)
+        expected = (w_matrix.reshape(groups, out_g, taps)[:, :4 * blocks]
+                    .reshape(groups, blocks, 4, taps).transpose(0, 1, 3, 2))
+        np.testing.assert_array_equal(packed, expected)
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 5, 48])
 @pytest.mark.parametrize("width, stride, dilation", [(13, 1, 1), (12, 1, 1), (27, (2, 3), (2, 1))])
 def test_blocked_forward_with_other_chunk_sizes(chunk, width, stride, dilation, monkeypatch):

@@ -339,6 +339,27 @@ cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows) noexcept nogil:
     return max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8)
 
 
+def pack_blocks(const floating[:, ::1] w_matrix, floating[:, :, :, ::1] w_blocks):
+    """w_blocks[g, b, k, j] = w_matrix[g*out_g + 4*b + j, k]: each group's whole blocks of 4
+    output channels, their 4 weights for tap k side by side (what the tiles broadcast).
+
+    w_matrix (C_out, Cg*kH*kW); w_blocks (groups, out_g // 4, Cg*kH*kW, 4). (NumPy's copy of
+    the same transposed view walks w_matrix with a large stride and took 50 us for a 64x64x3x3
+    weight.)
+    """
+    cdef Py_ssize_t groups = w_blocks.shape[0], blocks = w_blocks.shape[1]
+    cdef Py_ssize_t taps = w_blocks.shape[2], out_g = w_matrix.shape[0] // groups
+    cdef Py_ssize_t g, b, k, j
+    cdef const floating* rows
+    with nogil:
+        for g in range(groups):
+            for b in range(blocks):
+                rows = &w_matrix[g * out_g + b * BLOCK, 0]   # the block's 4 rows, taps apart
+                for k in range(taps):
+                    for j in range(BLOCK):
+                        w_blocks[g, b, k, j] = rows[j * taps + k]
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,
                    const floating[:, ::1] w_matrix, const floating[::1] bias,
                    const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,

@@ -219,9 +219,8 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     blocks = out_g // BLOCK
     taps = cg * kh * kw
     w_matrix = np.ascontiguousarray(weight.reshape(c_out, taps))
-    w_blocks = np.ascontiguousarray(  # (groups, blocks, Cg*kH*kW, 4): a block's 4 channels side by side
-        w_matrix.reshape(groups, out_g, taps)[:, :blocks * BLOCK]
-        .reshape(groups, blocks, BLOCK, taps).transpose(0, 1, 3, 2))
+    w_blocks = np.empty((groups, blocks, taps, BLOCK), x.dtype)  # a block's 4 channels side by side
+    _conv_blocked.pack_blocks(w_matrix, w_blocks)
     hp, wp = _padded_size(y.shape[2], y.shape[3], (kh, kw), stride, dilation, CHUNK_ROWS)
     padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     scratch = _workspace("scratch", threads, 3 * BLOCK * TILE, x.dtype)
