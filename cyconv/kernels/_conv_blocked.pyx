@@ -119,17 +119,18 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
     cdef Py_ssize_t c, r, h, phase, m, w
     cdef floating* row
     cdef const floating* x_row
+    if stride_w == 1:        # zeros everywhere first (one call), then the image rows
+        memset(padded, 0, rows * count * Wp * sizeof(floating))
     for c in range(count):
         for r in range(rows):
             h = r0 + r - pad_top
             row = padded + (r * count + c) * Wp
             if h < 0 or h >= H:
-                memset(row, 0, Wp * sizeof(floating))
-            elif stride_w == 1:       # zeros, the image row, zeros
+                if stride_w > 1:
+                    memset(row, 0, Wp * sizeof(floating))
+            elif stride_w == 1:
                 x_row = &x[n, c0 + c, h, 0]
-                memset(row, 0, lo * sizeof(floating))
                 memcpy(row + lo, x_row + lo - pad_left, (hi - lo) * sizeof(floating))
-                memset(row + hi, 0, (Wp - hi) * sizeof(floating))
             else:
                 x_row = &x[n, c0 + c, h, 0]
                 for phase in range(stride_w):
