@@ -391,7 +391,7 @@ def check_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, r
 def check_max_pool2d_grad_input(grad_output, indices, input_shape, check_range=True):
     """Check a max-pooling backward call; return ``(grad_output, int64 indices, input_shape)``.
 
-    With ``check_range=False`` the values of the indices are left to the caller, who must
+    With ``check_range=False`` the values of int64 indices are left to the caller, who must
     pass their smallest and largest to :func:`check_pool_index_range` (the compiled kernel
     finds them while it scatters the gradient, and writes nothing for an index outside the
     plane, so the array is read once instead of twice).
@@ -406,9 +406,11 @@ def check_max_pool2d_grad_input(grad_output, indices, input_shape, check_range=T
                         f"got dtype {indices.dtype}")
     if indices.shape != grad_output.shape:
         raise ValueError(f"indices must have grad_output's shape {grad_output.shape}, got {indices.shape}")
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
-    if check_range and indices.size:
+    # checked before the conversion to int64 when the dtype is another one: a uint64 index
+    # above 2**63 - 1 would wrap to a negative number and be reported as one
+    if indices.size and (check_range or indices.dtype != np.int64):
         check_pool_index_range(indices.min(), indices.max(), input_shape)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
     return grad_output, indices, input_shape
 
 
