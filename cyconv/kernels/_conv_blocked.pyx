@@ -41,62 +41,11 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
+from ._vectors cimport axpy8, dot8, pair8, prefetch_for_write
+
 cdef enum:
     TILE = 8     # output columns per tile
     BLOCK = 4    # output channels (or rows, or weight taps) per tile
-
-
-# Eight-wide vector arithmetic on the accumulators, with GCC/Clang vector types: written as
-# plain loops, GCC unrolls the 8 columns into scalars and loses the vector registers.
-cdef extern from *:
-    """
-    typedef float cyconv_float8 __attribute__((vector_size(32), aligned(4), may_alias));
-    typedef double cyconv_double8 __attribute__((vector_size(64), aligned(8), may_alias));
-    typedef float cyconv_float4 __attribute__((vector_size(16), aligned(4), may_alias));
-    typedef double cyconv_double4 __attribute__((vector_size(32), aligned(8), may_alias));
-    #define CYCONV_PAIR8_FLOAT(dst, lo, hi) (*(cyconv_float8*)(dst) = __builtin_shufflevector( \
-        *(const cyconv_float4*)(lo), *(const cyconv_float4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
-    #define CYCONV_PAIR8_DOUBLE(dst, lo, hi) (*(cyconv_double8*)(dst) = __builtin_shufflevector( \
-        *(const cyconv_double4*)(lo), *(const cyconv_double4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
-    #define CYCONV_AXPY8_FLOAT(acc, w, x) (*(cyconv_float8*)(acc) += (w) * *(const cyconv_float8*)(x))
-    #define CYCONV_AXPY8_DOUBLE(acc, w, x) (*(cyconv_double8*)(acc) += (w) * *(const cyconv_double8*)(x))
-    #define CYCONV_DOT8_FLOAT(acc, a, b) \
-        (*(cyconv_float8*)(acc) += *(const cyconv_float8*)(a) * *(const cyconv_float8*)(b))
-    #define CYCONV_DOT8_DOUBLE(acc, a, b) \
-        (*(cyconv_double8*)(acc) += *(const cyconv_double8*)(a) * *(const cyconv_double8*)(b))
-    #define CYCONV_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 3)
-    """
-    void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
-    void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
-    void pair8_float "CYCONV_PAIR8_FLOAT"(float* dst, const float* lo, const float* hi) noexcept nogil
-    void pair8_double "CYCONV_PAIR8_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
-    void dot8_float "CYCONV_DOT8_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
-    void dot8_double "CYCONV_DOT8_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
-    void prefetch_for_write "CYCONV_PREFETCH_FOR_WRITE"(const void* address) noexcept nogil
-
-
-cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept nogil:
-    """acc[jj] += w * x[jj] for jj < 8, as one vector operation."""
-    if floating is float:
-        axpy8_float(acc, w, x)
-    else:
-        axpy8_double(acc, w, x)
-
-
-cdef inline void pair8(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
-    """dst[0:4] = lo[0:4] and dst[4:8] = hi[0:4]: two half vectors side by side in one."""
-    if floating is float:
-        pair8_float(dst, lo, hi)
-    else:
-        pair8_double(dst, lo, hi)
-
-
-cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexcept nogil:
-    """acc[jj] += a[jj] * b[jj] for jj < 8, as one vector operation."""
-    if floating is float:
-        dot8_float(acc, a, b)
-    else:
-        dot8_double(acc, a, b)
 
 
 cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,

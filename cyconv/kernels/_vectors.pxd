@@ -1,0 +1,137 @@
+# Vector helpers shared by the register-tiled kernels (_conv_blocked, _conv_winograd): each
+# module that cimports them compiles its own inline copy.
+
+from cython cimport floating
+
+
+# Eight-wide vector arithmetic on the accumulators, with GCC/Clang vector types: written as
+# plain loops, GCC unrolls the 8 columns into scalars and loses the vector registers.
+cdef extern from *:
+    """
+    typedef float cyconv_float8 __attribute__((vector_size(32), aligned(4), may_alias));
+    typedef double cyconv_double8 __attribute__((vector_size(64), aligned(8), may_alias));
+    typedef float cyconv_float4 __attribute__((vector_size(16), aligned(4), may_alias));
+    typedef double cyconv_double4 __attribute__((vector_size(32), aligned(8), may_alias));
+    #define CYCONV_PAIR8_FLOAT(dst, lo, hi) (*(cyconv_float8*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_float4*)(lo), *(const cyconv_float4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
+    #define CYCONV_PAIR8_DOUBLE(dst, lo, hi) (*(cyconv_double8*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_double4*)(lo), *(const cyconv_double4*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
+    #define CYCONV_AXPY8_FLOAT(acc, w, x) (*(cyconv_float8*)(acc) += (w) * *(const cyconv_float8*)(x))
+    #define CYCONV_AXPY8_DOUBLE(acc, w, x) (*(cyconv_double8*)(acc) += (w) * *(const cyconv_double8*)(x))
+    #define CYCONV_DOT8_FLOAT(acc, a, b) \
+        (*(cyconv_float8*)(acc) += *(const cyconv_float8*)(a) * *(const cyconv_float8*)(b))
+    #define CYCONV_DOT8_DOUBLE(acc, a, b) \
+        (*(cyconv_double8*)(acc) += *(const cyconv_double8*)(a) * *(const cyconv_double8*)(b))
+    #define CYCONV_ADD8_FLOAT(dst, a, b) \
+        (*(cyconv_float8*)(dst) = *(const cyconv_float8*)(a) + *(const cyconv_float8*)(b))
+    #define CYCONV_ADD8_DOUBLE(dst, a, b) \
+        (*(cyconv_double8*)(dst) = *(const cyconv_double8*)(a) + *(const cyconv_double8*)(b))
+    #define CYCONV_SUB8_FLOAT(dst, a, b) \
+        (*(cyconv_float8*)(dst) = *(const cyconv_float8*)(a) - *(const cyconv_float8*)(b))
+    #define CYCONV_SUB8_DOUBLE(dst, a, b) \
+        (*(cyconv_double8*)(dst) = *(const cyconv_double8*)(a) - *(const cyconv_double8*)(b))
+    #define CYCONV_ZIP8_FLOAT(dst, a, b) do { \
+        cyconv_float8 a_ = *(const cyconv_float8*)(a), b_ = *(const cyconv_float8*)(b); \
+        ((cyconv_float8*)(dst))[0] = __builtin_shufflevector(a_, b_, 0, 8, 1, 9, 2, 10, 3, 11); \
+        ((cyconv_float8*)(dst))[1] = __builtin_shufflevector(a_, b_, 4, 12, 5, 13, 6, 14, 7, 15); \
+    } while (0)
+    #define CYCONV_ZIP8_DOUBLE(dst, a, b) do { \
+        cyconv_double8 a_ = *(const cyconv_double8*)(a), b_ = *(const cyconv_double8*)(b); \
+        ((cyconv_double8*)(dst))[0] = __builtin_shufflevector(a_, b_, 0, 8, 1, 9, 2, 10, 3, 11); \
+        ((cyconv_double8*)(dst))[1] = __builtin_shufflevector(a_, b_, 4, 12, 5, 13, 6, 14, 7, 15); \
+    } while (0)
+    #define CYCONV_COPY8_FLOAT(dst, a) (*(cyconv_float8*)(dst) = *(const cyconv_float8*)(a))
+    #define CYCONV_COPY8_DOUBLE(dst, a) (*(cyconv_double8*)(dst) = *(const cyconv_double8*)(a))
+    #define CYCONV_UNZIP8_FLOAT(even, odd, src) do { \
+        cyconv_float8 a_ = ((const cyconv_float8*)(src))[0], b_ = ((const cyconv_float8*)(src))[1]; \
+        *(cyconv_float8*)(even) = __builtin_shufflevector(a_, b_, 0, 2, 4, 6, 8, 10, 12, 14); \
+        *(cyconv_float8*)(odd) = __builtin_shufflevector(a_, b_, 1, 3, 5, 7, 9, 11, 13, 15); \
+    } while (0)
+    #define CYCONV_UNZIP8_DOUBLE(even, odd, src) do { \
+        cyconv_double8 a_ = ((const cyconv_double8*)(src))[0], b_ = ((const cyconv_double8*)(src))[1]; \
+        *(cyconv_double8*)(even) = __builtin_shufflevector(a_, b_, 0, 2, 4, 6, 8, 10, 12, 14); \
+        *(cyconv_double8*)(odd) = __builtin_shufflevector(a_, b_, 1, 3, 5, 7, 9, 11, 13, 15); \
+    } while (0)
+    #define CYCONV_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 3)
+    """
+    void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
+    void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
+    void pair8_float "CYCONV_PAIR8_FLOAT"(float* dst, const float* lo, const float* hi) noexcept nogil
+    void pair8_double "CYCONV_PAIR8_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
+    void dot8_float "CYCONV_DOT8_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
+    void dot8_double "CYCONV_DOT8_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
+    void add8_float "CYCONV_ADD8_FLOAT"(float* dst, const float* a, const float* b) noexcept nogil
+    void add8_double "CYCONV_ADD8_DOUBLE"(double* dst, const double* a, const double* b) noexcept nogil
+    void sub8_float "CYCONV_SUB8_FLOAT"(float* dst, const float* a, const float* b) noexcept nogil
+    void sub8_double "CYCONV_SUB8_DOUBLE"(double* dst, const double* a, const double* b) noexcept nogil
+    void zip8_float "CYCONV_ZIP8_FLOAT"(float* dst, const float* a, const float* b) noexcept nogil
+    void zip8_double "CYCONV_ZIP8_DOUBLE"(double* dst, const double* a, const double* b) noexcept nogil
+    void copy8_float "CYCONV_COPY8_FLOAT"(float* dst, const float* a) noexcept nogil
+    void copy8_double "CYCONV_COPY8_DOUBLE"(double* dst, const double* a) noexcept nogil
+    void unzip8_float "CYCONV_UNZIP8_FLOAT"(float* even, float* odd, const float* src) noexcept nogil
+    void unzip8_double "CYCONV_UNZIP8_DOUBLE"(double* even, double* odd, const double* src) noexcept nogil
+    void prefetch_for_write "CYCONV_PREFETCH_FOR_WRITE"(const void* address) noexcept nogil
+
+
+cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept nogil:
+    """acc[jj] += w * x[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        axpy8_float(acc, w, x)
+    else:
+        axpy8_double(acc, w, x)
+
+
+cdef inline void pair8(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
+    """dst[0:4] = lo[0:4] and dst[4:8] = hi[0:4]: two half vectors side by side in one."""
+    if floating is float:
+        pair8_float(dst, lo, hi)
+    else:
+        pair8_double(dst, lo, hi)
+
+
+cdef inline void dot8(floating* acc, const floating* a, const floating* b) noexcept nogil:
+    """acc[jj] += a[jj] * b[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        dot8_float(acc, a, b)
+    else:
+        dot8_double(acc, a, b)
+
+
+cdef inline void add8(floating* dst, const floating* a, const floating* b) noexcept nogil:
+    """dst[jj] = a[jj] + b[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        add8_float(dst, a, b)
+    else:
+        add8_double(dst, a, b)
+
+
+cdef inline void sub8(floating* dst, const floating* a, const floating* b) noexcept nogil:
+    """dst[jj] = a[jj] - b[jj] for jj < 8, as one vector operation."""
+    if floating is float:
+        sub8_float(dst, a, b)
+    else:
+        sub8_double(dst, a, b)
+
+
+cdef inline void zip8(floating* dst, const floating* a, const floating* b) noexcept nogil:
+    """dst[2*jj] = a[jj] and dst[2*jj + 1] = b[jj] for jj < 8: two vectors interleaved."""
+    if floating is float:
+        zip8_float(dst, a, b)
+    else:
+        zip8_double(dst, a, b)
+
+
+cdef inline void copy8(floating* dst, const floating* a) noexcept nogil:
+    """dst[jj] = a[jj] for jj < 8, as one vector load and store."""
+    if floating is float:
+        copy8_float(dst, a)
+    else:
+        copy8_double(dst, a)
+
+
+cdef inline void unzip8(floating* even, floating* odd, const floating* src) noexcept nogil:
+    """even[jj] = src[2*jj] and odd[jj] = src[2*jj + 1] for jj < 8: 16 values split in two."""
+    if floating is float:
+        unzip8_float(even, odd, src)
+    else:
+        unzip8_double(even, odd, src)
