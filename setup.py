@@ -87,7 +87,8 @@ extensions = [
     Extension(f"cyconv.kernels.{name}", [f"cyconv/kernels/{name}.pyx"],
               include_dirs=[np.get_include()], define_macros=macros,
               extra_compile_args=compile_args, extra_link_args=link_args)
-    for name in ("_parallel", "_conv_direct", "_conv_blocked", "_im2col", "_pool", "_elementwise")
+    for name in ("_parallel", "_conv_direct", "_conv_blocked", "_conv_winograd", "_im2col", "_pool",
+                 "_elementwise")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))

@@ -32,7 +32,7 @@ SHAPES = dict(CONV_SHAPES, **{
     "rs_l3_64": (32, 64, 8, 8, 64, 3, 1, 1, 1, 1),
     "rs_l2a_s2": (32, 16, 32, 32, 32, 3, 2, 1, 1, 1),
 })
-ALGORITHMS = ("direct", "im2col", "blocked")
+ALGORITHMS = ("direct", "im2col", "blocked", "winograd")
 
 
 def passes(name: str, rng) -> tuple:
@@ -53,8 +53,8 @@ def passes(name: str, rng) -> tuple:
 def table(names, repeats: int) -> str:
     """The markdown table, printed line by line as it is measured, and returned."""
     rng = np.random.default_rng(0)
-    lines = ["| shape | pass | auto picks | direct ms | im2col ms | blocked ms |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| shape | pass | auto picks | " + " | ".join(f"{a} ms" for a in ALGORITHMS) + " |",
+             "|---|---|---|" + "---|" * len(ALGORITHMS)]
     print("\n".join(lines), flush=True)
     for name in names:
         geometry, runs = passes(name, rng)

@@ -16,6 +16,10 @@ Three algorithms compute the same numbers:
   the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
   runs that pipeline on its own bands. It wins the gradients where each output sums over
   many inputs (C_in/groups * kH * kW large).
+- ``"winograd"``: ``_conv_winograd.pyx``, Winograd's F(2x2, 3x3) for 3x3 kernels with
+  stride 1 and no dilation: 2x2 outputs from 16 products of transformed inputs and
+  weights instead of 36 (its sums round differently from the others, within float32's
+  precision). Its input gradient is the same kind of convolution.
 
 ``algorithm="auto"`` (the default) picks one per pass with :func:`choose_algorithm`.
 """
@@ -28,13 +32,13 @@ import threading
 import numpy as np
 
 from .. import geometry as geo
-from . import _conv_blocked, _conv_direct, _im2col
+from . import _conv_blocked, _conv_direct, _conv_winograd, _im2col
 from .threads import get_num_threads
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
            "choose_algorithm", "ALGORITHMS"]
 
-ALGORITHMS = ("auto", "direct", "im2col", "blocked")
+ALGORITHMS = ("auto", "direct", "im2col", "blocked", "winograd")
 
 #: Size (bytes) of one thread's im2col columns: blocks of output columns are chosen so that
 #: their columns fit, and stay in the cache between the copy and the matrix product.
@@ -49,25 +53,39 @@ DIRECT_MAX_REDUCTION = 16
 #: many output channels (there the matrix products of im2col are small).
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
 
+#: "auto" runs Winograd (3x3, stride 1, no dilation) where a group has at least ``channels``
+#: input and output channels and the image is at least ``width`` columns wide, for one of
+#: these (channels, width) pairs. With fewer channels its transforms cost more than the
+#: multiplications they save; on narrow images a row of tiles fills its vectors of 8 badly.
+WINOGRAD_MIN_SIZES = ((64, 24), (128, 12))
+
 #: What each pass computes, as ``choose_algorithm`` names them.
 PASSES = ("output", "grad_input", "grad_weight")
 
 
 def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> str:
-    """The algorithm "auto" runs for one pass of this convolution: "blocked", "direct" or
-    "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or "grad_weight".
+    """The algorithm "auto" runs for one pass of this convolution: "winograd", "blocked",
+    "direct" or "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or
+    "grad_weight".
 
     The rule follows measurements on this project's machine (every algorithm on every pass
-    of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): the blocked
-    kernels win every forward pass; the input gradient (a forward convolution with C_in/groups
-    output channels) where those come in whole tiles of 4, or are fewer than 4, and without
-    dilation; and the weight gradient of convolutions with at most 32 output channels per
-    group. The im2col matrix products win the other gradients.
+    of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): Winograd wins
+    the 3x3 stride-1 forward passes and input gradients with many channels on wide enough
+    images (WINOGRAD_MIN_SIZES); the blocked kernels win the other forward passes; the
+    input gradient (a forward convolution with C_in/groups output channels) where those
+    come in whole tiles of 4, or are fewer than 4, and without dilation; and the weight
+    gradient of convolutions with at most 32 output channels per group. The im2col matrix
+    products win the other gradients.
     """
     if computing not in PASSES:
         raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
     g = geometry
     out_per_group = g.out_channels // g.groups
+    if winograd_unsupported(g, computing) is None:
+        channels = min(g.in_channels, g.out_channels) // g.groups
+        width = g.out_w if computing == "output" else g.in_w
+        if any(channels >= c and width >= w for c, w in WINOGRAD_MIN_SIZES):
+            return "winograd"
     if blocked_unsupported(g, computing) is None:
         if computing == "output":
             return "blocked"
@@ -192,6 +210,13 @@ def _check_blocked(g: geo.ConvGeometry, computing: str) -> None:
         raise ValueError(f"algorithm='blocked' needs {reason}; use 'auto', 'direct' or 'im2col'")
 
 
+def _check_winograd(g: geo.ConvGeometry, computing: str) -> None:
+    reason = winograd_unsupported(g, computing)
+    if reason is not None:
+        raise ValueError(f"algorithm='winograd' needs {reason}; use 'auto', 'direct', "
+                         "'im2col' or 'blocked'")
+
+
 #: Output rows per task of the blocked forward kernel: a multiple of the tile heights (3 and
 #: 6 rows, 8 for the channels left over), small enough that one image gives the threads
 #: several tasks to share, large enough that the input rows two chunks both pad
@@ -237,12 +262,20 @@ def _blocked_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
     flipped and its two channel axes swapped within each group,
     w'[g*Cg + c, co, p, q] = w[g*out_g + co, c, kH-1-p, kW-1-q], and padding
     dilation * (kernel - 1) - padding (stride 1)."""
-    groups, (c_out, cg, kh, kw) = g.groups, weight.shape
-    flipped = (weight.reshape(groups, c_out // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
-               .transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, kh, kw))
+    kh, kw = weight.shape[2:]
     grad_x = np.empty(g.input_shape, weight.dtype)
-    return _blocked_conv(grad_y, flipped, None, grad_x, g.dilation[0] * (kh - 1) - g.padding[0],
-                         g.dilation[1] * (kw - 1) - g.padding[2], (1, 1), g.dilation, groups, threads)
+    return _blocked_conv(grad_y, _flipped(weight, g.groups), None, grad_x,
+                         g.dilation[0] * (kh - 1) - g.padding[0],
+                         g.dilation[1] * (kw - 1) - g.padding[2], (1, 1), g.dilation, g.groups,
+                         threads)
+
+
+def _flipped(weight, groups):
+    """w'[g*Cg + c, co, p, q] = w[g*out_g + co, c, kH-1-p, kW-1-q]: the weight of the
+    convolution that gives the input gradient (stride 1), (C_in, C_out/groups, kH, kW)."""
+    c_out, cg, kh, kw = weight.shape
+    return (weight.reshape(groups, c_out // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+            .transpose(0, 2, 1, 3, 4).reshape(groups * cg, c_out // groups, kh, kw))
 
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
@@ -271,6 +304,74 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     if not np.isfinite(grad_w).all():
         return _im2col_grad_weight(grad_y, x, g, threads)
     return grad_w
+
+
+# --- Winograd F(2x2, 3x3) (_conv_winograd.pyx) ----------------------------------------------
+
+#: Tiles (2x2 outputs) per register tile of the Winograd products, and the most tiles per task.
+WINOGRAD_SPAN, WINOGRAD_MAX_SPANS = 24, 4
+
+#: Bytes of one Winograd task's transformed inputs and products (V and M): tasks take as
+#: many tiles as fit, so that they stay in the thread's L2 cache between the steps.
+WINOGRAD_TASK_BYTES = 2**18
+
+def winograd_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
+    """Why the "winograd" kernel cannot run this pass of the convolution, or None if it can.
+
+    It computes 3x3 convolutions with stride 1 and no dilation; the input gradient as a
+    convolution of the output gradient with the flipped weight (which needs padding of at
+    most 2 on the top and the left); not the weight gradient.
+    """
+    if computing == "grad_weight":
+        return "a forward pass or an input gradient (not the weight gradient)"
+    if (g.kernel_h, g.kernel_w) != (3, 3) or g.stride != (1, 1) or g.dilation != (1, 1):
+        return (f"a 3x3 kernel, stride 1 and dilation 1 (got kernel {(g.kernel_h, g.kernel_w)}, "
+                f"stride {g.stride}, dilation {g.dilation})")
+    if computing == "grad_input" and (g.padding[0] > 2 or g.padding[2] > 2):
+        return f"padding (top, left) of at most 2 for the input gradient (got padding {g.padding})"
+    return None
+
+
+def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
+    """Tiles per task of the Winograd kernel: whole spans of 24, as many (up to 4) as keep
+    the task's V and M within WINOGRAD_TASK_BYTES."""
+    span_bytes = 16 * (cg + kp) * WINOGRAD_SPAN * itemsize
+    return WINOGRAD_SPAN * max(1, min(WINOGRAD_MAX_SPANS, WINOGRAD_TASK_BYTES // span_bytes))
+
+
+def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
+    """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_winograd (a 3x3
+    weight, stride 1); where an output is an inf or a NaN, all of y is computed again with
+    the blocked direct sum, whose infs and NaNs are exactly the formula's."""
+    n, c = x.shape[:2]
+    c_out, cg = weight.shape[:2]
+    out_h, out_w = y.shape[2:]
+    kp = -(-(c_out // groups) // BLOCK) * BLOCK
+    tile_rows, tile_cols = -(-out_h // 2), -(-out_w // 2)
+    split = _workspace("winograd_split", 1, n * c * (2 * tile_rows + 2) * 2 * (tile_cols + 8),
+                       x.dtype)[0]
+    split = split[:n * c * (2 * tile_rows + 2) * 2 * (tile_cols + 8)].reshape(
+        n, c, 2 * tile_rows + 2, 2, tile_cols + 8)
+    _conv_winograd.split_columns(x, split, pad_top, pad_left, threads)
+    tiles = winograd_tiles(cg, kp, x.itemsize)
+    work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, out_w, tiles),
+                      x.dtype)
+    nonfinite = np.zeros(threads, np.intc)
+    bias = np.zeros(c_out, x.dtype) if bias is None else bias
+    u = np.zeros((groups, 16, kp // BLOCK, cg, BLOCK), x.dtype)
+    _conv_winograd.transform_weights(np.ascontiguousarray(weight), u)
+    _conv_winograd.conv2d_forward(split, u, bias, y, work, nonfinite, tiles, groups, threads)
+    if nonfinite.any():
+        _blocked_conv(x, weight, bias, y, pad_top, pad_left, (1, 1), (1, 1), groups, threads)
+    return y
+
+
+def _winograd_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
+    """The input gradient as a Winograd convolution of grad_y with the flipped weight (see
+    _blocked_grad_input), padding 2 - padding."""
+    grad_x = np.empty(g.input_shape, weight.dtype)
+    return _winograd_conv(grad_y, _flipped(weight, g.groups), None, grad_x, 2 - g.padding[0],
+                          2 - g.padding[2], g.groups, threads)
 
 
 def _im2col_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
@@ -304,6 +405,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         y[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
         _conv_direct.conv2d_forward(x, weight, y, *_loop_args(g), g.groups, threads)
         return y
+    if algorithm == "winograd":
+        _check_winograd(g, "output")
+        return _winograd_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
+                              g.padding[2], g.groups, threads)
     if algorithm == "blocked":
         _check_blocked(g, "output")
         return _blocked_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
@@ -333,6 +438,9 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
                                                     padding, dilation, groups)
     algorithm = _resolve(algorithm, g, "grad_input")
     threads = get_num_threads()
+    if algorithm == "winograd":
+        _check_winograd(g, "grad_input")
+        return _winograd_grad_input(grad_y, weight, g, threads)
     if algorithm == "blocked":
         _check_blocked(g, "grad_input")
         return _blocked_grad_input(grad_y, weight, g, threads)
@@ -369,6 +477,8 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
         grad_w = np.empty(g.weight_shape, x.dtype)
         _conv_direct.conv2d_grad_weight(grad_y, x, grad_w, *_loop_args(g), g.groups, threads)
         return grad_w
+    if algorithm == "winograd":
+        _check_winograd(g, "grad_weight")
     if algorithm == "blocked":
         _check_blocked(g, "grad_weight")
         return _blocked_grad_weight(grad_y, x, g, threads)

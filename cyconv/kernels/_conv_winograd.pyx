@@ -1,0 +1,356 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Winograd convolution F(2x2, 3x3): 3x3 kernels, stride 1, with 2.25x fewer multiplications.
+
+A 3x3 convolution makes each 2x2 block of outputs (a "tile") from the 4x4 block of inputs
+under it. The minimal filtering algorithm of Winograd, as Lavin and Gray apply it to
+convolutional networks ("Fast Algorithms for Convolutional Neural Networks", CVPR 2016),
+computes a tile as
+
+    Y = A^T [ sum over c of U_c * V_c ] A         (* multiplies 4x4 matrices elementwise)
+    with U_c = G g_c G^T (the 3x3 filter of channel c)  and  V_c = B^T d_c B (its 4x4 inputs)
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+For each of the 16 positions e of the 4x4 block, the sum over c is a matrix product,
+M[e] (out channels x tiles) = U[e] (out channels x Cg) @ V[e] (Cg x tiles): 16 products of
+Cg multiply-adds make 4 outputs, 4 * Cg per output instead of the direct sum's 9 * Cg.
+(The adds of the transforms are cheap beside them when there are many channels.)
+
+transform_weights computes U for every filter; split_columns copies the zero-padded input
+with each row split into its even and odd columns (so that neighbouring tiles' blocks lie
+side by side); conv2d_forward does the rest, in tasks of T tiles of one group (the tiles
+of all images of the batch, numbered row by row, image after image), each thread in
+buffers of its own small enough for its L2 cache:
+
+1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles;
+2. multiply_block: M (16, out channels, T), 4 output channels x 24 tiles at a time, in 12
+   vector accumulators (the register tile of _conv_blocked, with tiles in place of columns);
+3. transform_output: Y = A^T M A + bias, of which the part inside the output is written.
+
+The transforms round differently from the direct sum (within a few float32 ulps of the
+sum's size), and a NaN or an inf spreads to the whole tile that reads it; the kernel
+reports a non-finite output, and cyconv.kernels.conv then runs the direct sum instead.
+The arguments were checked in Python; nothing is checked here.
+"""
+
+from libc.string cimport memset
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+from ._vectors cimport add8, axpy8, copy8, prefetch_for_write, sub8, unzip8, zip8
+
+cdef enum:
+    TILE = 8     # tiles per vector
+    BLOCK = 4    # output channels per register tile
+    SPAN = 24    # tiles per register tile: 3 vectors
+    SKEW = 16    # room between two positions e of V (or M): see plane_size
+
+
+cdef inline Py_ssize_t plane_size(Py_ssize_t rows, Py_ssize_t S) noexcept nogil:
+    """How far apart the 16 positions e of V (rows = Cg) or M (rows = Kp) lie: rows * S
+    values and a cache line or two more. (Without them, with 64 channels the 16 planes
+    would lie 8 KiB apart, and the 16 streams the transforms read or write at once would
+    all fall in the same few sets of the L1 cache, evicting each other.)"""
+    return rows * S + SKEW
+
+
+cdef void split_row(const floating* row, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t count,
+                    floating* even, floating* odd) noexcept nogil:
+    """even[m] = row[w0 + 2m] and odd[m] = row[w0 + 2m + 1] for m < count, 0 outside the
+    row's W values (the zero padding)."""
+    cdef Py_ssize_t m, w
+    # lo: the first m with w0 + 2m >= 0; hi: one past the last with w0 + 2m + 1 < W
+    cdef Py_ssize_t lo = min(count, max(0, (1 - w0) // 2))
+    cdef Py_ssize_t hi = max(lo, min(count, (W - w0) // 2) if W >= w0 else 0)
+    cdef Py_ssize_t vectors_end = lo + (hi - lo) // 8 * 8
+    for m in range(lo, vectors_end, 8):                    # 8 at a time, then one by one
+        unzip8(even + m, odd + m, row + w0 + 2 * m)
+    for m in range(vectors_end, hi):
+        even[m] = row[w0 + 2 * m]
+        odd[m] = row[w0 + 2 * m + 1]
+    for m in range(count):                                 # the padding at both ends
+        if m < lo or m >= hi:
+            w = w0 + 2 * m
+            even[m] = row[w] if 0 <= w < W else 0
+            odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
+
+
+def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] u):
+    """u[g, e, kb, c, b] = (G w[co, c] G^T)[e // 4, e % 4] with co = g*out_g + 4*kb + b (0 for
+    the padding channels co >= (g + 1)*out_g): every 3x3 filter transformed, packed as
+    conv2d_forward reads it. w (C_out, Cg, 3, 3); u (groups, 16, Kp // 4, Cg, 4), zero on
+    entry.
+    """
+    cdef Py_ssize_t groups = u.shape[0], Kp = u.shape[2] * BLOCK, Cg = w.shape[1]
+    cdef Py_ssize_t out_g = w.shape[0] // groups, g, k, c, p, i, j
+    cdef floating gw[4][3]               # G w: the filter's 3 columns, transformed
+    cdef floating v[4][4]                # (G w) G^T
+    with nogil:
+        for g in range(groups):
+            for k in range(out_g):
+                for c in range(Cg):
+                    # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], on the rows
+                    for p in range(3):
+                        gw[0][p] = w[g * out_g + k, c, 0, p]
+                        gw[1][p] = (w[g * out_g + k, c, 0, p] + w[g * out_g + k, c, 1, p]
+                                    + w[g * out_g + k, c, 2, p]) / 2
+                        gw[2][p] = (w[g * out_g + k, c, 0, p] - w[g * out_g + k, c, 1, p]
+                                    + w[g * out_g + k, c, 2, p]) / 2
+                        gw[3][p] = w[g * out_g + k, c, 2, p]
+                    for i in range(4):           # ... and G^T on the columns
+                        v[i][0] = gw[i][0]
+                        v[i][1] = (gw[i][0] + gw[i][1] + gw[i][2]) / 2
+                        v[i][2] = (gw[i][0] - gw[i][1] + gw[i][2]) / 2
+                        v[i][3] = gw[i][2]
+                        for j in range(4):
+                            u[g, 4 * i + j, k // BLOCK, c, k % BLOCK] = v[i][j]
+
+
+def split_columns(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] xs,
+                  Py_ssize_t pad_top, Py_ssize_t pad_left, int num_threads):
+    """xs[n, c, r, 0, m] = xp[n, c, r, 2m] and xs[n, c, r, 1, m] = xp[n, c, r, 2m + 1]: the
+    zero-padded input xp[n, c, r, s] = x[n, c, r - pad_top, s - pad_left] (0 outside x),
+    each row split into its even and odd columns.
+
+    xs (N, C, Hp, 2, Wh): the 4 columns of the block of tile column m are then even[m],
+    odd[m], even[m+1], odd[m+1], and the transform works on 8 neighbouring tiles at once
+    with vector loads. Wh leaves room for the vectors of 8 tiles that stick out past the
+    last tile.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Hp = xs.shape[2], Wh = xs.shape[4], plane, n, c, r, h
+    for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
+        n = plane // C
+        c = plane % C
+        for r in range(Hp):
+            h = r - pad_top
+            if 0 <= h < H:
+                split_row(&x[n, c, h, 0], W, -pad_left, Wh, &xs[n, c, r, 0, 0], &xs[n, c, r, 1, 0])
+            else:
+                memset(&xs[n, c, r, 0, 0], 0, 2 * Wh * sizeof(floating))
+
+
+cdef void transform_input(const floating[:, :, :, :, ::1] xs, Py_ssize_t c0, Py_ssize_t Cg,
+                          Py_ssize_t first, Py_ssize_t count, Py_ssize_t TH, Py_ssize_t TW,
+                          floating* v, Py_ssize_t T, Py_ssize_t S) noexcept nogil:
+    """v[e * plane_size(Cg, S) + c * S + t] = (B^T d B)[e // 4, e % 4] for tiles first + t
+    (t < count) of channels c0 .. c0 + Cg - 1; zero for count <= t < T. (S >= T + 8: room
+    for the last vector of 8 tiles to stick out.)
+
+    Tile s is (image s // (TH*TW), tile row s // TW % TH, tile column s % TW); its block d
+    holds the padded input rows 2*row .. 2*row + 3, columns 2*column .. 2*column + 3:
+    row r of the block of tile column m is even[m], odd[m], even[m+1], odd[m+1] of
+    xs[n, c, 2*row + r] (see split_columns), so every step below works on 8 neighbouring
+    tiles at once.
+    """
+    cdef floating a[16 * TILE]           # d B for 8 tiles: a[(4*row + column) * 8 + tile]
+    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, s, n, ti, tj0, seg, c, r, j, m, e
+    cdef const floating* ev
+    cdef const floating* od
+    cdef floating* out
+    while t < count:                      # one row of tiles (or the part of it in the task)
+        s = first + t
+        n = s // (TH * TW)
+        ti = s // TW % TH
+        tj0 = s % TW
+        seg = min(TW - tj0, count - t)
+        for c in range(Cg):
+            out = v + c * S + t
+            for m in range(0, seg, 8):
+                for r in range(4):       # d B, row by row: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+                    ev = &xs[n, c0 + c, 2 * ti + r, 0, tj0 + m]
+                    od = &xs[n, c0 + c, 2 * ti + r, 1, tj0 + m]
+                    sub8(&a[(4 * r + 0) * TILE], ev, ev + 1)
+                    add8(&a[(4 * r + 1) * TILE], od, ev + 1)
+                    sub8(&a[(4 * r + 2) * TILE], ev + 1, od)
+                    sub8(&a[(4 * r + 3) * TILE], od, od + 1)
+                for j in range(4):       # B^T (d B), column by column, the same on the rows
+                    sub8(out + j * plane + m, &a[j * TILE], &a[(8 + j) * TILE])
+                    add8(out + (4 + j) * plane + m, &a[(4 + j) * TILE], &a[(8 + j) * TILE])
+                    sub8(out + (8 + j) * plane + m, &a[(8 + j) * TILE], &a[(4 + j) * TILE])
+                    sub8(out + (12 + j) * plane + m, &a[(4 + j) * TILE], &a[(12 + j) * TILE])
+        t = t + seg
+    if count < T:                         # the last task's missing tiles: zeros
+        for e in range(16):
+            for c in range(Cg):
+                memset(v + e * plane + c * S + count, 0, (T - count) * sizeof(floating))
+
+
+cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t Cg,
+                                Py_ssize_t S, floating* m) noexcept nogil:
+    """m[b * S + s] = sum over c of u[4c + b] * v[c * S + s], for 4 output channels b and 24
+    tiles s: one register tile of the products M[e] = U[e] @ V[e].
+
+    u: the 4 channels' transformed weights at one position e, (Cg, 4); v: the transformed
+    inputs at e, rows of S values. The 12 accumulators (4 channels x 3 vectors of 8 tiles) are
+    independent, and each vector of v loaded feeds 4 of them.
+    """
+    cdef floating acc[BLOCK * SPAN]
+    cdef Py_ssize_t c, b, jj
+    cdef const floating* v0
+    for jj in range(BLOCK * SPAN):
+        acc[jj] = 0
+    for c in range(Cg):
+        v0 = v + c * S
+        axpy8(&acc[0 * TILE], u[0], v0)
+        axpy8(&acc[1 * TILE], u[0], v0 + TILE)
+        axpy8(&acc[2 * TILE], u[0], v0 + 2 * TILE)
+        axpy8(&acc[3 * TILE], u[1], v0)
+        axpy8(&acc[4 * TILE], u[1], v0 + TILE)
+        axpy8(&acc[5 * TILE], u[1], v0 + 2 * TILE)
+        axpy8(&acc[6 * TILE], u[2], v0)
+        axpy8(&acc[7 * TILE], u[2], v0 + TILE)
+        axpy8(&acc[8 * TILE], u[2], v0 + 2 * TILE)
+        axpy8(&acc[9 * TILE], u[3], v0)
+        axpy8(&acc[10 * TILE], u[3], v0 + TILE)
+        axpy8(&acc[11 * TILE], u[3], v0 + 2 * TILE)
+        u += BLOCK
+    for b in range(BLOCK):
+        copy8(m + b * S, &acc[b * SPAN])
+        copy8(m + b * S + TILE, &acc[b * SPAN + TILE])
+        copy8(m + b * S + 2 * TILE, &acc[b * SPAN + 2 * TILE])
+
+
+cdef inline void prefetch_output(floating* row, Py_ssize_t count,
+                                 Py_ssize_t next_row) noexcept nogil:
+    """Ask for the cache lines of row[0:count] and of (next_row > 0) row[next_row:next_row +
+    count], to be written: fetched while the channel before is computed, so that the
+    stores do not wait on memory."""
+    cdef Py_ssize_t j = 0, line = 64 // sizeof(floating)
+    while j < count + line:
+        prefetch_for_write(row + min(j, count - 1))
+        if next_row > 0:
+            prefetch_for_write(row + next_row + min(j, count - 1))
+        j = j + line
+
+
+cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
+                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t TH, Py_ssize_t TW,
+                           const floating* bias, floating[:, :, :, ::1] y, Py_ssize_t co0,
+                           Py_ssize_t out_g, floating* tmp, Py_ssize_t RW) noexcept nogil:
+    """y[n, co0 + k, 2*row + a, 2*column + b] = (A^T M A)[a, b] + bias[k], for the tiles
+    first + t (t < count) and k < out_g, where inside y.
+    M[e, k, t] = mbuf[e*plane_size(Kp, S) + k*S + t],
+    finite up to t < S (the vectors of 8 tiles read past count). tmp: room for 4 * RW
+    values. Returns whether a written value is an inf or a NaN.
+    """
+    cdef floating q[8 * TILE]            # A^T M for 8 tiles: q[(4*row + column) * 8 + tile]
+    cdef floating b[TILE]                # the bias, in every lane
+    cdef floating probe[TILE]            # sum of 0 * output: NaN after an inf or a NaN
+    cdef Py_ssize_t H_out = y.shape[2], W_out = y.shape[3], plane = plane_size(Kp, S)
+    cdef Py_ssize_t t = 0, s, n, ti, tj0, seg, whole, k, m, j, i, last
+    cdef floating* ya
+    cdef floating* yb
+    cdef floating* row
+    cdef const floating* p
+    cdef const floating* qi
+    for j in range(TILE):
+        probe[j] = 0
+    while t < count:                      # one row of tiles (or the part of it in the task)
+        s = first + t
+        n = s // (TH * TW)
+        ti = s // TW % TH
+        tj0 = s % TW
+        seg = min(TW - tj0, count - t)
+        whole = min(seg, (W_out - 2 * tj0) // 2)           # tiles with both columns inside
+        for k in range(out_g):
+            if k + 1 < out_g:            # the next channel's output lines, to be written
+                prefetch_output(&y[n, co0 + k + 1, 2 * ti, 2 * tj0], 2 * seg,
+                                W_out if 2 * ti + 1 < H_out else 0)
+            for j in range(TILE):
+                b[j] = bias[k]
+            for m in range(0, seg, 8):
+                p = mbuf + k * S + t + m
+                for j in range(4):       # A^T M, column by column: (m0 + m1 + m2, m1 - m2 - m3)
+                    add8(&q[j * TILE], p + j * plane, p + (4 + j) * plane)
+                    add8(&q[j * TILE], &q[j * TILE], p + (8 + j) * plane)
+                    sub8(&q[(4 + j) * TILE], p + (4 + j) * plane, p + (8 + j) * plane)
+                    sub8(&q[(4 + j) * TILE], &q[(4 + j) * TILE], p + (12 + j) * plane)
+                for i in range(2):       # (A^T M) A, row by row, the same on the columns, + bias
+                    qi = &q[4 * i * TILE]
+                    ya = tmp + 2 * i * RW + m                  # output row i, even columns
+                    yb = ya + RW                               # and odd columns
+                    add8(ya, qi, qi + TILE)
+                    add8(ya, ya, qi + 2 * TILE)
+                    add8(ya, ya, b)
+                    sub8(yb, qi + TILE, qi + 2 * TILE)
+                    sub8(yb, yb, qi + 3 * TILE)
+                    add8(yb, yb, b)
+                    axpy8(probe, 0, ya)
+                    axpy8(probe, 0, yb)
+            for i in range(2 if 2 * ti + 1 < H_out else 1):   # an odd height: one row
+                row = &y[n, co0 + k, 2 * ti + i, 2 * tj0]
+                ya = tmp + 2 * i * RW
+                yb = ya + RW
+                last = whole - whole % 8
+                for m in range(0, last, 8):                    # even, odd, even, ... columns
+                    zip8(row + 2 * m, ya + m, yb + m)
+                for m in range(last, whole):
+                    row[2 * m] = ya[m]
+                    row[2 * m + 1] = yb[m]
+                if whole < seg:                                # an odd width: one column left
+                    row[2 * whole] = ya[whole]
+        t = t + seg
+    for j in range(TILE):
+        if probe[j] != probe[j]:
+            return True
+    return False
+
+
+def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :, ::1] u,
+                   const floating[::1] bias, floating[:, :, :, ::1] y, floating[:, ::1] work,
+                   int[::1] nonfinite, Py_ssize_t T, Py_ssize_t groups, int num_threads):
+    """y = conv2d(x, w) + bias for a 3x3 weight w, stride 1, no dilation.
+
+    xs (N, C, 2*ceil(H_out/2) + 2, 2, ceil(W_out/2) + 8): the padded input, split by
+    split_columns. u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each
+    group's output channels padded with zero filters to Kp, a multiple of 4;
+    u[g, e, kb, c, b] is position e of channel g*out_g + 4*kb + b's filter for input
+    channel c. bias (C_out,) (zeros for none). T: tiles per task, a multiple of 24. work
+    (threads, workspace_size(...)) holds each thread's V, M and outputs of a row of tiles.
+    nonfinite (threads,), zero on entry: thread t sets nonfinite[t] = 1 if it wrote an inf
+    or a NaN (then y is not the direct sum's: see the module's text).
+    """
+    cdef Py_ssize_t N = xs.shape[0], C = xs.shape[1]
+    cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
+    cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups
+    cdef Py_ssize_t Kp = u.shape[2] * BLOCK
+    cdef Py_ssize_t TH = (H_out + 1) // 2, TW = (W_out + 1) // 2
+    cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8
+    cdef Py_ssize_t tiles = N * TH * TW, chunks = (tiles + T - 1) // T
+    cdef Py_ssize_t task, t, g, first, count, e, span, kb, k
+    cdef floating* v
+    cdef floating* mbuf
+    cdef floating* tmp
+
+    # chunk by chunk, every group's: the last chunk, often short, comes last
+    for task in prange(chunks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
+        g = task % groups
+        first = (task // groups) * T
+        count = min(T, tiles - first)
+        t = threadid()
+        v = &work[t, 0]
+        mbuf = v + 16 * plane_size(Cg, S)
+        tmp = mbuf + 16 * plane_size(Kp, S)
+        transform_input(xs, g * Cg, Cg, first, count, TH, TW, v, T, S)
+        for e in range(16):                        # M[e] = U[e] @ V[e], 4 x 24 at a time
+            for span in range(T // SPAN):
+                for kb in range(Kp // BLOCK):
+                    multiply_block(&u[g, e, kb, 0, 0], v + e * plane_size(Cg, S) + span * SPAN,
+                                   Cg, S,
+                                   mbuf + e * plane_size(Kp, S) + kb * BLOCK * S + span * SPAN)
+            for k in range(Kp):                    # the 8 columns past T: read, not computed
+                memset(mbuf + e * plane_size(Kp, S) + k * S + T, 0, TILE * sizeof(floating))
+        if transform_output(mbuf, Kp, S, first, count, TH, TW, &bias[g * out_g], y, g * out_g,
+                            out_g, tmp, RW):
+            nonfinite[t] = 1
+
+
+def workspace_size(Py_ssize_t Cg, Py_ssize_t Kp, Py_ssize_t W_out, Py_ssize_t T):
+    """Values of one thread's row of conv2d_forward's work: V (16, Cg, T + 8) and
+    M (16, Kp, T + 8), each position e of them plane_size apart, and the 4 outputs of a row
+    of ceil(W_out / 2) tiles (rounded up to whole vectors)."""
+    return (16 * (plane_size(Cg, T + TILE) + plane_size(Kp, T + TILE))
+            + 4 * (((W_out + 1) // 2 + 7) // 8 * 8))

@@ -1,0 +1,202 @@
+"""The Winograd F(2x2, 3x3) kernel against the NumPy reference and its own formulas.
+
+``algorithm="winograd"`` runs 3x3 convolutions with stride 1 and no dilation, forward and
+input gradient. Its transforms round differently from the direct sum (within float32's
+precision), so the comparisons use the same tolerances as the other algorithms; infs and
+NaNs must come out exactly where the reference has them (the kernel reports them, and the
+blocked direct sum computes that output again).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cyconv
+from cyconv import kernels as K
+from cyconv import reference as R
+from cyconv.geometry import conv2d_geometry
+from cyconv.kernels import _conv_winograd
+from cyconv.kernels import conv as conv_module
+
+from test_kernels_conv import DTYPES, assert_matches, random_problem
+
+#: Winograd's G (Lavin and Gray, 2016), written out here to check the kernel's transform.
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def check_winograd(x, w, b, padding, groups, dtype):
+    """Forward and input gradient with "winograd" against the reference."""
+    hyper = (1, padding, 1, groups)
+    geo = conv2d_geometry(x.shape, w.shape, *hyper)
+    y = K.conv2d(x, w, b, *hyper, algorithm="winograd")
+    assert_matches(y, R.conv2d(x, w, b, *hyper), dtype, geo.in_channels // groups * 9)
+    gy = np.random.default_rng(1).standard_normal(geo.output_shape).astype(dtype)
+    if geo.padding[0] <= 2 and geo.padding[2] <= 2:
+        gx = K.conv2d_grad_input(gy, w, x.shape, *hyper, algorithm="winograd")
+        assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, *hyper), dtype,
+                       geo.out_channels // groups * 9)
+
+
+@st.composite
+def winograd_configs(draw):
+    """3x3, stride 1: channels across blocks of 4 (and fewer), groups, widths across vectors
+    of 8 tiles (odd and even), images smaller than a task or many to a task, padding of
+    every size the kernel takes, 'same' and asymmetric."""
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 9))
+    c_out = groups * draw(st.integers(1, 9))
+    padding = draw(st.one_of(st.integers(0, 3), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                             st.just("same")))
+    pad = (1, 1) if padding == "same" else padding if isinstance(padding, tuple) else (padding,) * 2
+    h = draw(st.integers(max(1, 3 - 2 * pad[0]), 21))
+    w = draw(st.integers(max(1, 3 - 2 * pad[1]), 40))
+    return dict(input_shape=(draw(st.integers(1, 4)), c_in, h, w),
+                weight_shape=(c_out, c_in // groups, 3, 3), padding=padding, groups=groups)
+
+
+@given(config=winograd_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_configs_match_reference(config, dtype, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
+    check_winograd(x, w, b, config["padding"], config["groups"], dtype)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, padding, groups", [
+    ((1, 1, 1, 1), (1, 1, 3, 3), 1, 1),          # 1x1 input: one tile, three quarters outside
+    ((2, 3, 3, 3), (4, 3, 3, 3), 0, 1),          # kernel as large as the input: 1x1 output
+    ((1, 2, 1, 1), (5, 2, 3, 3), 2, 1),          # kernel larger than the input, padded
+    ((2, 6, 9, 9), (6, 1, 3, 3), 1, 6),          # groups = channels
+    ((3, 8, 2, 50), (8, 8, 3, 3), 1, 1),         # one row of tiles, 25 of them
+    ((1, 4, 49, 3), (4, 4, 3, 3), 0, 1),         # one output column: odd width, 1
+    ((5, 4, 5, 5), (13, 4, 3, 3), 1, 1),         # tasks across images, channels left over
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_edge_cases(input_shape, weight_shape, padding, groups, dtype):
+    rng = np.random.default_rng(3)
+    x, w, b = random_problem(rng, input_shape, weight_shape, dtype)
+    check_winograd(x, w, b, padding, groups, dtype)
+
+
+@pytest.mark.parametrize("task_bytes", [1, 2**12, 2**30])   # 24 tiles a task, ..., 96
+def test_any_task_size(task_bytes, monkeypatch):
+    monkeypatch.setattr(conv_module, "WINOGRAD_TASK_BYTES", task_bytes)
+    rng = np.random.default_rng(4)
+    x, w, b = random_problem(rng, (3, 4, 11, 23), (6, 4, 3, 3), np.float32)
+    check_winograd(x, w, b, 1, 1, np.float32)
+
+
+def test_tiles_per_task():
+    assert conv_module.winograd_tiles(64, 64, 4) == 24             # 196 KiB for 24 tiles
+    assert conv_module.winograd_tiles(16, 16, 4) == 96             # at most 4 spans
+    assert conv_module.winograd_tiles(512, 512, 8) == 24           # at least one
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_same_result_on_any_number_of_threads(threads):
+    """Each tile is computed by one thread, with the same operations: bit for bit."""
+    rng = np.random.default_rng(5)
+    x, w, b = random_problem(rng, (2, 8, 13, 17), (12, 8, 3, 3), np.float32)
+    old = cyconv.get_num_threads()
+    try:
+        cyconv.set_num_threads(1)
+        one = K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+        cyconv.set_num_threads(threads)
+        many = K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+    finally:
+        cyconv.set_num_threads(old)
+    np.testing.assert_array_equal(one, many)
+
+
+def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4():
+    rng = np.random.default_rng(6)
+    groups, out_g, cg = 2, 5, 3
+    w = rng.standard_normal((groups * out_g, cg, 3, 3))
+    u = np.zeros((groups, 16, 2, cg, 4))                        # Kp = 8: 3 padding filters
+    _conv_winograd.transform_weights(w, u)
+    expected = np.einsum("ip,kcpq,jq->kcij", G, w, G).reshape(groups, out_g, cg, 16)
+    for g in range(groups):
+        for k in range(8):
+            want = expected[g, k] if k < out_g else np.zeros((cg, 16))
+            np.testing.assert_allclose(u[g, :, k // 4, :, k % 4].T, want, rtol=1e-14, atol=1e-14)
+
+
+def test_split_columns_is_the_padded_input_in_even_and_odd_columns():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    pad_top, pad_left, rows, room = 2, 1, 10, 12
+    xs = np.full((2, 3, rows, 2, room), np.nan, np.float32)
+    _conv_winograd.split_columns(x, xs, pad_top, pad_left, 2)
+    padded = np.zeros((2, 3, rows, 2 * room), np.float32)
+    padded[:, :, pad_top:pad_top + 5, pad_left:pad_left + 7] = x
+    np.testing.assert_array_equal(xs[:, :, :, 0], padded[:, :, :, 0::2])
+    np.testing.assert_array_equal(xs[:, :, :, 1], padded[:, :, :, 1::2])
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_input_gives_the_references_infs_and_nans(value, monkeypatch):
+    """An inf spreads over the transforms of its tiles (inf - inf = NaN): the kernel says
+    so, and the output is computed again by the blocked direct sum."""
+    fallbacks = []
+    blocked = conv_module._blocked_conv
+    monkeypatch.setattr(conv_module, "_blocked_conv",
+                        lambda *args: fallbacks.append(1) or blocked(*args))
+    rng = np.random.default_rng(8)
+    x, w, b = random_problem(rng, (2, 3, 9, 10), (4, 3, 3, 3), np.float64)
+    K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+    assert fallbacks == []                                       # finite: no second pass
+    x[1, 2, 4, 5] = value
+    y = K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+    y_ref = R.conv2d(x, w, b, 1, 1)
+    assert fallbacks == [1]
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(y_ref))
+    np.testing.assert_array_equal(np.isneginf(y), np.isneginf(y_ref))
+    finite = np.isfinite(y_ref)
+    np.testing.assert_allclose(y[finite], y_ref[finite], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: K.conv2d(x, w, None, 2, 1, algorithm="winograd"),
+     r"algorithm='winograd' needs a 3x3 kernel, stride 1 and dilation 1 \(got kernel \(3, 3\), "
+     r"stride \(2, 2\), dilation \(1, 1\)\)"),
+    (lambda x, w: K.conv2d(x, w, None, 1, 2, 2, algorithm="winograd"),
+     r"needs a 3x3 kernel, stride 1 and dilation 1 .*dilation \(2, 2\)"),
+    (lambda x, w: K.conv2d(x, w[:, :, :2], None, 1, 1, algorithm="winograd"),
+     r"needs a 3x3 kernel, .*got kernel \(2, 3\)"),
+    (lambda x, w: K.conv2d_grad_input(np.ones((1, 4, 12, 12)), w, x.shape, 1, 3,
+                                      algorithm="winograd"),
+     r"algorithm='winograd' needs padding \(top, left\) of at most 2 for the input gradient "
+     r"\(got padding \(3, 3, 3, 3\)\); use 'auto', 'direct', 'im2col' or 'blocked'"),
+    (lambda x, w: K.conv2d_grad_weight(np.ones((1, 4, 8, 8)), x, w.shape, 1, 1,
+                                       algorithm="winograd"),
+     r"algorithm='winograd' needs a forward pass or an input gradient \(not the weight "
+     r"gradient\)"),
+])
+def test_refuses_what_it_cannot_compute(call, message):
+    x, w = np.ones((1, 2, 8, 8)), np.ones((4, 2, 3, 3))
+    with pytest.raises(ValueError, match=message):
+        call(x, w)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, groups, expected", [
+    ((2, 64, 24, 24), (64, 64, 3, 3), 1, "winograd"),    # 64 channels, 24 wide
+    ((2, 64, 23, 23), (64, 64, 3, 3), 1, "blocked"),     # ... 23 wide
+    ((2, 64, 24, 24), (63, 64, 3, 3), 1, "blocked"),     # 63 output channels
+    ((2, 128, 12, 12), (128, 128, 3, 3), 1, "winograd"),
+    ((2, 128, 11, 11), (128, 128, 3, 3), 1, "blocked"),
+    ((2, 128, 32, 32), (128, 1, 3, 3), 128, "blocked"),  # depthwise: 1 channel a group
+])
+def test_auto_picks_winograd_for_many_channels_on_wide_images(input_shape, weight_shape,
+                                                               groups, expected, monkeypatch):
+    monkeypatch.setattr(conv_module, "WINOGRAD_MIN_SIZES", ((64, 24), (128, 12)))
+    geo = conv2d_geometry(input_shape, weight_shape, 1, 1, 1, groups)
+    assert K.choose_algorithm(geo, "output") == expected
+    grad_input = "winograd" if expected == "winograd" else K.choose_algorithm(geo, "grad_input")
+    assert K.choose_algorithm(geo, "grad_input") == grad_input
+    assert K.choose_algorithm(geo, "grad_weight") != "winograd"
+    geo = conv2d_geometry(input_shape, weight_shape, 2, 1, 1, groups)   # stride 2: never
+    assert K.choose_algorithm(geo, "output") != "winograd"
