@@ -315,6 +315,10 @@ WINOGRAD_SPAN, WINOGRAD_MAX_SPANS = 24, 4
 #: many tiles as fit, so that they stay in the thread's L2 cache between the steps.
 WINOGRAD_TASK_BYTES = 2**18
 
+#: The largest split copy of the input (bytes) the Winograd path keeps between calls.
+WINOGRAD_KEEP_BYTES = 2**25
+
+
 def winograd_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
     """Why the "winograd" kernel cannot run this pass of the convolution, or None if it can.
 
@@ -342,16 +346,23 @@ def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
 def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_winograd (a 3x3
     weight, stride 1); where an output is an inf or a NaN, all of y is computed again with
-    the blocked direct sum, whose infs and NaNs are exactly the formula's."""
+    the blocked direct sum, whose infs and NaNs are those of the formula's order of sums.
+
+    The split copy of the input is kept for the next call (fresh pages cost time) up to
+    WINOGRAD_KEEP_BYTES; a larger one is made for this call only, so that one large input
+    does not hold its copy for the life of the thread.
+    """
     n, c = x.shape[:2]
     c_out, cg = weight.shape[:2]
     out_h, out_w = y.shape[2:]
     kp = -(-(c_out // groups) // BLOCK) * BLOCK
     tile_rows, tile_cols = -(-out_h // 2), -(-out_w // 2)
-    split = _workspace("winograd_split", 1, n * c * (2 * tile_rows + 2) * 2 * (tile_cols + 8),
-                       x.dtype)[0]
-    split = split[:n * c * (2 * tile_rows + 2) * 2 * (tile_cols + 8)].reshape(
-        n, c, 2 * tile_rows + 2, 2, tile_cols + 8)
+    split_shape = (n, c, 2 * tile_rows + 2, 2, tile_cols + 8)
+    size = int(np.prod(split_shape))
+    if size * x.itemsize <= WINOGRAD_KEEP_BYTES:
+        split = _workspace("winograd_split", 1, size, x.dtype)[0, :size].reshape(split_shape)
+    else:
+        split = np.empty(split_shape, x.dtype)
     _conv_winograd.split_columns(x, split, pad_top, pad_left, threads)
     tiles = winograd_tiles(cg, kp, x.itemsize)
     work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, out_w, tiles),
