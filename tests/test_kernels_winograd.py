@@ -100,7 +100,8 @@ def test_tiles_per_task():
 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_same_result_on_any_number_of_threads(threads):
-    """Each tile is computed by one thread, with the same operations: bit for bit."""
+    """Each tile is computed by one thread, with the same operations: bit for bit, and
+    the reference's values."""
     rng = np.random.default_rng(5)
     x, w, b = random_problem(rng, (2, 8, 13, 17), (12, 8, 3, 3), np.float32)
     old = cyconv.get_num_threads()
@@ -112,6 +113,7 @@ def test_same_result_on_any_number_of_threads(threads):
     finally:
         cyconv.set_num_threads(old)
     np.testing.assert_array_equal(one, many)
+    assert_matches(many, R.conv2d(x, w, b, 1, 1), np.float32, 8 * 9)
 
 
 def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4():

@@ -56,6 +56,13 @@ cdef inline Py_ssize_t plane_size(Py_ssize_t rows, Py_ssize_t S) noexcept nogil:
     return rows * S + SKEW
 
 
+cdef inline (Py_ssize_t, Py_ssize_t, Py_ssize_t) tile_position(
+        Py_ssize_t s, Py_ssize_t TH, Py_ssize_t TW) noexcept nogil:
+    """(image, tile row, tile column) of tile s: the tiles of a group are numbered row by
+    row, image after image, TH rows of TW tiles each."""
+    return s // (TH * TW), s // TW % TH, s % TW
+
+
 cdef void split_row(const floating* row, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t count,
                     floating* even, floating* odd) noexcept nogil:
     """even[m] = row[w0 + 2m] and odd[m] = row[w0 + 2m + 1] for m < count, 0 outside the
@@ -146,15 +153,12 @@ cdef void transform_input(const floating[:, :, :, :, ::1] xs, Py_ssize_t c0, Py_
     tiles at once.
     """
     cdef floating a[16 * TILE]           # d B for 8 tiles: a[(4*row + column) * 8 + tile]
-    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, s, n, ti, tj0, seg, c, r, j, m, e
+    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, j, m, e
     cdef const floating* ev
     cdef const floating* od
     cdef floating* out
     while t < count:                      # one row of tiles (or the part of it in the task)
-        s = first + t
-        n = s // (TH * TW)
-        ti = s // TW % TH
-        tj0 = s % TW
+        n, ti, tj0 = tile_position(first + t, TH, TW)
         seg = min(TW - tj0, count - t)
         for c in range(Cg):
             out = v + c * S + t
@@ -240,7 +244,7 @@ cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
     cdef floating b[TILE]                # the bias, in every lane
     cdef floating probe[TILE]            # sum of 0 * output: NaN after an inf or a NaN
     cdef Py_ssize_t H_out = y.shape[2], W_out = y.shape[3], plane = plane_size(Kp, S)
-    cdef Py_ssize_t t = 0, s, n, ti, tj0, seg, whole, k, m, j, i, last
+    cdef Py_ssize_t t = 0, n, ti, tj0, seg, whole, k, m, j, i, last
     cdef floating* ya
     cdef floating* yb
     cdef floating* row
@@ -249,10 +253,7 @@ cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
     for j in range(TILE):
         probe[j] = 0
     while t < count:                      # one row of tiles (or the part of it in the task)
-        s = first + t
-        n = s // (TH * TW)
-        ti = s // TW % TH
-        tj0 = s % TW
+        n, ti, tj0 = tile_position(first + t, TH, TW)
         seg = min(TW - tj0, count - t)
         whole = min(seg, (W_out - 2 * tj0) // 2)           # tiles with both columns inside
         for k in range(out_g):
@@ -304,8 +305,7 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
                    int[::1] nonfinite, Py_ssize_t T, Py_ssize_t groups, int num_threads):
     """y = conv2d(x, w) + bias for a 3x3 weight w, stride 1, no dilation.
 
-    xs (N, C, 2*ceil(H_out/2) + 2, 2, ceil(W_out/2) + 8): the padded input, split by
-    split_columns. u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each
+    xs (split_shape(...)): the padded input, split by split_columns. u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each
     group's output channels padded with zero filters to Kp, a multiple of 4;
     u[g, e, kb, c, b] is position e of channel g*out_g + 4*kb + b's filter for input
     channel c. bias (C_out,) (zeros for none). T: tiles per task, a multiple of 24. work
@@ -346,6 +346,12 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
         if transform_output(mbuf, Kp, S, first, count, TH, TW, &bias[g * out_g], y, g * out_g,
                             out_g, tmp, RW):
             nonfinite[t] = 1
+
+
+def split_shape(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H_out, Py_ssize_t W_out):
+    """The shape of split_columns' xs for conv2d_forward: (N, C, 2*ceil(H_out/2) + 2, 2,
+    ceil(W_out/2) + 8), the padded rows the tiles read and the vectors of 8 that stick out."""
+    return (N, C, 2 * ((H_out + 1) // 2) + 2, 2, (W_out + 1) // 2 + TILE)
 
 
 def workspace_size(Py_ssize_t Cg, Py_ssize_t Kp, Py_ssize_t W_out, Py_ssize_t T):

@@ -4,7 +4,7 @@ Same signatures as ``cyconv.reference`` (plus a keyword-only ``algorithm``), so 
 benchmarks can swap one for the other. Arguments are checked here, once, by
 ``cyconv.geometry``; the Cython loops trust them.
 
-Three algorithms compute the same numbers:
+Four algorithms compute the same numbers:
 
 - ``"direct"``: the loop-level kernel of ``_conv_direct.pyx``, the formula written as loops,
   to read and learn from. It needs no workspace.
@@ -352,12 +352,9 @@ def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
     WINOGRAD_KEEP_BYTES; a larger one is made for this call only, so that one large input
     does not hold its copy for the life of the thread.
     """
-    n, c = x.shape[:2]
     c_out, cg = weight.shape[:2]
-    out_h, out_w = y.shape[2:]
     kp = -(-(c_out // groups) // BLOCK) * BLOCK
-    tile_rows, tile_cols = -(-out_h // 2), -(-out_w // 2)
-    split_shape = (n, c, 2 * tile_rows + 2, 2, tile_cols + 8)
+    split_shape = _conv_winograd.split_shape(*x.shape[:2], *y.shape[2:])
     size = int(np.prod(split_shape))
     if size * x.itemsize <= WINOGRAD_KEEP_BYTES:
         split = _workspace("winograd_split", 1, size, x.dtype)[0, :size].reshape(split_shape)
@@ -365,7 +362,7 @@ def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
         split = np.empty(split_shape, x.dtype)
     _conv_winograd.split_columns(x, split, pad_top, pad_left, threads)
     tiles = winograd_tiles(cg, kp, x.itemsize)
-    work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, out_w, tiles),
+    work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, y.shape[3], tiles),
                       x.dtype)
     nonfinite = np.zeros(threads, np.intc)
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
