@@ -308,7 +308,8 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
     xs (split_shape(...)): the padded input, split by split_columns.
     u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each group's output
     channels padded with zero filters to Kp, a multiple of 4; u[g, e, kb, c, b] is
-    position e of channel g*out_g + 4*kb + b's filter for input channel c. bias (C_out,) (zeros for none). T: tiles per task, a multiple of 24. work
+    position e of channel g*out_g + 4*kb + b's filter for input channel c. bias (C_out,)
+    (zeros for none). T: tiles per task, a multiple of 24. work
     (threads, workspace_size(...)) holds each thread's V, M and outputs of a row of tiles.
     nonfinite (threads,), zero on entry: thread t sets nonfinite[t] = 1 if it wrote an inf
     or a NaN (then y is not the direct sum's: see the module's text).
