@@ -160,8 +160,8 @@ def test_random_configs_match_reference(config, dtype, algorithm, bias, workspac
 
 @st.composite
 def blocked_tile_configs(draw):
-    """Convolutions sized across the blocked kernels' tile edges: 8 columns, 2, 3 and 8
-    rows, blocks of 4 output channels (of the output, and of the input gradient, which is a
+    """Convolutions sized across the blocked kernels' tile edges: 8 or 16 columns (the
+    build's vector), 2, 3, 6 and 8 rows, blocks of 4 output channels (of the output, and of the input gradient, which is a
     convolution with C_in/groups outputs) and the channels left over; strides along the
     width (the row phases of the padded planes); padding of every size, asymmetric too."""
     groups = draw(st.integers(1, 3))
@@ -172,7 +172,7 @@ def blocked_tile_configs(draw):
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
     h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 19))
-    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 19))
+    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 37))
     return dict(input_shape=(draw(st.integers(1, 3)), c_in, h, w),
                 weight_shape=(c_out, c_in // groups) + kernel,
                 stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -187,8 +187,8 @@ def test_blocked_across_tile_edges_matches_reference(config, dtype, bias, seed):
     check_all(x, w, b, "blocked", rng=rng, **hyper)
 
 
-@pytest.mark.parametrize("out_h", [1, 2, 3, 4, 5, 7, 8, 9])
-@pytest.mark.parametrize("out_w", [7, 8, 9, 12, 28])
+@pytest.mark.parametrize("out_h", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13])
+@pytest.mark.parametrize("out_w", [7, 8, 9, 12, 15, 16, 17, 24, 25, 28, 40])
 @pytest.mark.parametrize("c_out", [3, 4, 5, 8])
 @pytest.mark.parametrize("stride_w", [1, 2, 3])
 def test_blocked_tile_edges_grid(out_h, out_w, c_out, stride_w):
@@ -238,12 +238,14 @@ def test_blocked_weight_packing_puts_each_blocks_4_channels_side_by_side(c_out, 
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, 48])
-@pytest.mark.parametrize("width, stride, dilation", [(13, 1, 1), (12, 1, 1), (27, (2, 3), (2, 1))])
+@pytest.mark.parametrize("width, stride, dilation", [
+    (conv_module.TILE + 5, 1, 1), (conv_module.TILE + conv_module.TILE // 2, 1, 1),
+    (27, (2, 3), (2, 1))])
 def test_blocked_forward_with_other_chunk_sizes(chunk, width, stride, dilation, monkeypatch):
     """Any chunk size gives the same numbers (one that is not a multiple of 24 only costs
     tile rows that stick out): the chunks are independent tasks, each padding its own rows.
-    Widths with 5 and 4 columns past the last whole tile (the second takes the 6-row tail
-    tiles), strides and dilation; 4-channel blocks (groups=1) and channels left over."""
+    Widths with 5 and TILE/2 columns past the last whole tile (the second takes the 6-row
+    tail tiles), strides and dilation; 4-channel blocks (groups=1) and channels left over."""
     monkeypatch.setattr(conv_module, "CHUNK_ROWS", chunk)
     rng = np.random.default_rng(chunk)
     x, w, b = random_problem(rng, (2, 6, 53, width), (6, 3, 3, 3), np.float64)

@@ -14,17 +14,19 @@ but in an order a CPU likes:
    every channel, ...: the few rows a tile reads lie close together in memory. (With a
    stride along the width, each row is stored as its stride_w phases, so that a tap reads
    neighbouring outputs' inputs side by side.)
-2. the output is cut into tiles of 8 neighbouring columns of one row, and a tile of 4
-   output channels x 3 rows (2 at the bottom of a plane; the channels left over when a
-   group has fewer than 4, or not a multiple of 4: 1 channel x 8 rows) is summed in 12 (or
-   8) local accumulators of 8 columns. In float32 with AVX (one register holds 8 floats)
-   the accumulators stay in vector registers for the whole sum over c, p, q, they do not
-   wait on each other, and each input vector loaded feeds several of them. (In float64, or
-   without AVX, they do not all fit in the 16 registers: still correct, slower.) Where a
-   row ends in 4 or fewer columns past the last whole tile, those columns of two rows share
-   one vector (tail_tile_channels), so that no half tile is wasted.
+2. the output is cut into tiles of TILE neighbouring columns of one row, one vector of the
+   build: 16 floats where the compiler targets AVX-512, otherwise 8 (AVX). A tile of 4
+   output channels x 3 rows (2 at the bottom of a plane; 6 in float32 with AVX-512, whose
+   32 registers hold 24 accumulators; the channels left over when a group has fewer than
+   4, or not a multiple of 4: 1 channel x 8 rows) is summed in 12 (or 8, or 24) local
+   accumulators of TILE columns. In float32 the accumulators stay in vector registers for
+   the whole sum over c, p, q, they do not wait on each other, and each input vector loaded
+   feeds 4 of them. (In float64, or without AVX, they may not all fit in the registers:
+   still correct, slower.) Where a row ends in TILE/2 or fewer columns past the last whole
+   tile, those columns of two rows share one vector (tail_tile_channels), so that no half
+   tile is wasted.
 
-The gradient of the weight uses the same padded buffer and tiles of 8 columns: 4 output
+The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
 channels x 3 taps at once (the channels left over: 1 channel x 4 taps x 2 rows). The
 gradient of the input is a convolution too (of the output gradient with the flipped
 weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` when the stride is 1
@@ -41,10 +43,10 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport axpy8, dot8, pair8, prefetch_for_write
+from ._vectors cimport CYCONV_VEC, axpyv, dotv, pairv, prefetch_for_write
 
 cdef enum:
-    TILE = 8     # output columns per tile
+    TILE = CYCONV_VEC    # output columns per tile: one vector (16 floats with AVX-512, else 8)
     BLOCK = 4    # output channels (or rows, or weight taps) per tile
 
 
@@ -89,18 +91,19 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
 
 
 cdef inline void prefetch_rows(floating* y, Py_ssize_t rows, Py_ssize_t row_stride) noexcept nogil:
-    """Ask for the cache lines of y[r * row_stride : r * row_stride + 8] (r < rows), to be
-    written: the tile's output, fetched while its sum runs, so that its stores do not wait on
-    memory at the end. (8 values lie on one cache line or straddle two: both ends are asked
-    for.)"""
+    """Ask for the cache lines of y[r * row_stride : r * row_stride + TILE] (r < rows), to
+    be written: the tile's output, fetched while its sum runs, so that its stores do not wait
+    on memory at the end. (A tile's row lies on one cache line or straddles two: both ends
+    are asked for.)"""
     cdef Py_ssize_t r
     for r in range(rows):
         prefetch_for_write(y + r * row_stride)
         prefetch_for_write(y + r * row_stride + TILE - 1)
 
 
-cdef inline void store8(floating* acc, floating* y, Py_ssize_t count, Py_ssize_t stride) noexcept nogil:
-    """y[k * stride + jj] = acc[k * 8 + jj] for the first ``count`` accumulators."""
+cdef inline void store_tiles(floating* acc, floating* y, Py_ssize_t count,
+                             Py_ssize_t stride) noexcept nogil:
+    """y[k * stride + jj] = acc[k * TILE + jj] for the first ``count`` accumulators."""
     cdef Py_ssize_t k, jj
     for k in range(count):
         for jj in range(TILE):
@@ -111,7 +114,7 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
                                const Py_ssize_t* offsets, Py_ssize_t next_row,
                                const floating* bias4, floating* y, Py_ssize_t channel_stride,
                                Py_ssize_t row_stride) noexcept nogil:
-    """4 output channels x 3 rows x 8 columns:
+    """4 output channels x 3 rows x TILE columns:
 
         y[b, r, jj] = bias4[b] + sum over taps k of wb[k, b] * xs[offsets[k] + r * next_row + jj]
 
@@ -133,21 +136,21 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
         x0 = xs + offsets[k]
         x1 = x0 + next_row
         x2 = x1 + next_row
-        axpy8(&acc[0 * TILE], wb[0], x0)
-        axpy8(&acc[1 * TILE], wb[0], x1)
-        axpy8(&acc[2 * TILE], wb[0], x2)
-        axpy8(&acc[3 * TILE], wb[1], x0)
-        axpy8(&acc[4 * TILE], wb[1], x1)
-        axpy8(&acc[5 * TILE], wb[1], x2)
-        axpy8(&acc[6 * TILE], wb[2], x0)
-        axpy8(&acc[7 * TILE], wb[2], x1)
-        axpy8(&acc[8 * TILE], wb[2], x2)
-        axpy8(&acc[9 * TILE], wb[3], x0)
-        axpy8(&acc[10 * TILE], wb[3], x1)
-        axpy8(&acc[11 * TILE], wb[3], x2)
+        axpyv(&acc[0 * TILE], wb[0], x0)
+        axpyv(&acc[1 * TILE], wb[0], x1)
+        axpyv(&acc[2 * TILE], wb[0], x2)
+        axpyv(&acc[3 * TILE], wb[1], x0)
+        axpyv(&acc[4 * TILE], wb[1], x1)
+        axpyv(&acc[5 * TILE], wb[1], x2)
+        axpyv(&acc[6 * TILE], wb[2], x0)
+        axpyv(&acc[7 * TILE], wb[2], x1)
+        axpyv(&acc[8 * TILE], wb[2], x2)
+        axpyv(&acc[9 * TILE], wb[3], x0)
+        axpyv(&acc[10 * TILE], wb[3], x1)
+        axpyv(&acc[11 * TILE], wb[3], x2)
         wb += BLOCK
     for b in range(BLOCK):
-        store8(&acc[3 * b * TILE], y + b * channel_stride, 3, row_stride)
+        store_tiles(&acc[3 * b * TILE], y + b * channel_stride, 3, row_stride)
 
 
 cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssize_t taps,
@@ -167,25 +170,71 @@ cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssiz
     for k in range(taps):
         x0 = xs + offsets[k]
         x1 = x0 + next_row
-        axpy8(&acc[0 * TILE], wb[0], x0)
-        axpy8(&acc[1 * TILE], wb[0], x1)
-        axpy8(&acc[2 * TILE], wb[1], x0)
-        axpy8(&acc[3 * TILE], wb[1], x1)
-        axpy8(&acc[4 * TILE], wb[2], x0)
-        axpy8(&acc[5 * TILE], wb[2], x1)
-        axpy8(&acc[6 * TILE], wb[3], x0)
-        axpy8(&acc[7 * TILE], wb[3], x1)
+        axpyv(&acc[0 * TILE], wb[0], x0)
+        axpyv(&acc[1 * TILE], wb[0], x1)
+        axpyv(&acc[2 * TILE], wb[1], x0)
+        axpyv(&acc[3 * TILE], wb[1], x1)
+        axpyv(&acc[4 * TILE], wb[2], x0)
+        axpyv(&acc[5 * TILE], wb[2], x1)
+        axpyv(&acc[6 * TILE], wb[3], x0)
+        axpyv(&acc[7 * TILE], wb[3], x1)
         wb += BLOCK
     for b in range(BLOCK):
-        store8(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
+        store_tiles(&acc[2 * b * TILE], y + b * channel_stride, 2, row_stride)
+
+
+cdef inline void tile_channels_6(const floating* xs, const floating* wb, Py_ssize_t taps,
+                                 const Py_ssize_t* offsets, Py_ssize_t next_row,
+                                 const floating* bias4, floating* y, Py_ssize_t channel_stride,
+                                 Py_ssize_t row_stride) noexcept nogil:
+    """tile_channels with 6 rows instead of 3 (24 accumulators), where the registers hold
+    them (float32 with AVX-512: 32 vector registers): each input vector loaded still feeds
+    4 accumulators, each weight 6, so fewer loads per multiply-add."""
+    cdef floating acc[6 * BLOCK * TILE]
+    cdef Py_ssize_t k, b, jj
+    cdef const floating* x0
+    for b in range(BLOCK):
+        prefetch_rows(y + b * channel_stride, 6, row_stride)
+        for jj in range(6 * TILE):
+            acc[6 * b * TILE + jj] = bias4[b]
+    for k in range(taps):
+        x0 = xs + offsets[k]
+        axpyv(&acc[0 * TILE], wb[0], x0)
+        axpyv(&acc[1 * TILE], wb[0], x0 + next_row)
+        axpyv(&acc[2 * TILE], wb[0], x0 + 2 * next_row)
+        axpyv(&acc[3 * TILE], wb[0], x0 + 3 * next_row)
+        axpyv(&acc[4 * TILE], wb[0], x0 + 4 * next_row)
+        axpyv(&acc[5 * TILE], wb[0], x0 + 5 * next_row)
+        axpyv(&acc[6 * TILE], wb[1], x0)
+        axpyv(&acc[7 * TILE], wb[1], x0 + next_row)
+        axpyv(&acc[8 * TILE], wb[1], x0 + 2 * next_row)
+        axpyv(&acc[9 * TILE], wb[1], x0 + 3 * next_row)
+        axpyv(&acc[10 * TILE], wb[1], x0 + 4 * next_row)
+        axpyv(&acc[11 * TILE], wb[1], x0 + 5 * next_row)
+        axpyv(&acc[12 * TILE], wb[2], x0)
+        axpyv(&acc[13 * TILE], wb[2], x0 + next_row)
+        axpyv(&acc[14 * TILE], wb[2], x0 + 2 * next_row)
+        axpyv(&acc[15 * TILE], wb[2], x0 + 3 * next_row)
+        axpyv(&acc[16 * TILE], wb[2], x0 + 4 * next_row)
+        axpyv(&acc[17 * TILE], wb[2], x0 + 5 * next_row)
+        axpyv(&acc[18 * TILE], wb[3], x0)
+        axpyv(&acc[19 * TILE], wb[3], x0 + next_row)
+        axpyv(&acc[20 * TILE], wb[3], x0 + 2 * next_row)
+        axpyv(&acc[21 * TILE], wb[3], x0 + 3 * next_row)
+        axpyv(&acc[22 * TILE], wb[3], x0 + 4 * next_row)
+        axpyv(&acc[23 * TILE], wb[3], x0 + 5 * next_row)
+        wb += BLOCK
+    for b in range(BLOCK):
+        store_tiles(&acc[6 * b * TILE], y + b * channel_stride, 6, row_stride)
 
 
 cdef inline void tail_tile_channels(const floating* xs, const floating* wb, Py_ssize_t taps,
                                     const Py_ssize_t* offsets, Py_ssize_t next_row,
                                     const floating* bias4, floating* scratch) noexcept nogil:
-    """The last 4 (or fewer) columns of 6 rows, for 4 output channels, in 12 accumulators:
-    rows 2r and 2r+1 share one, in lanes 0-3 and 4-7, so that a row length of 8k + 4 wastes
-    no half tile. scratch[(3*b + r) * 8 + lane]: channel b, rows 2r (lanes 0-3) and 2r+1.
+    """The last TILE/2 (or fewer) columns of 6 rows, for 4 output channels, in 12
+    accumulators: rows 2r and 2r+1 share one, in the low and the high half of its lanes, so
+    that a row length of k * TILE + TILE/2 wastes no half tile.
+    scratch[(3*b + r) * TILE + lane]: channel b, rows 2r (the low half) and 2r+1.
     """
     cdef floating acc[3 * BLOCK * TILE]
     cdef floating v0[TILE]
@@ -198,23 +247,23 @@ cdef inline void tail_tile_channels(const floating* xs, const floating* wb, Py_s
             acc[3 * b * TILE + jj] = bias4[b]
     for k in range(taps):
         x0 = xs + offsets[k]
-        pair8(v0, x0, x0 + next_row)
-        pair8(v1, x0 + 2 * next_row, x0 + 3 * next_row)
-        pair8(v2, x0 + 4 * next_row, x0 + 5 * next_row)
-        axpy8(&acc[0 * TILE], wb[0], v0)
-        axpy8(&acc[1 * TILE], wb[0], v1)
-        axpy8(&acc[2 * TILE], wb[0], v2)
-        axpy8(&acc[3 * TILE], wb[1], v0)
-        axpy8(&acc[4 * TILE], wb[1], v1)
-        axpy8(&acc[5 * TILE], wb[1], v2)
-        axpy8(&acc[6 * TILE], wb[2], v0)
-        axpy8(&acc[7 * TILE], wb[2], v1)
-        axpy8(&acc[8 * TILE], wb[2], v2)
-        axpy8(&acc[9 * TILE], wb[3], v0)
-        axpy8(&acc[10 * TILE], wb[3], v1)
-        axpy8(&acc[11 * TILE], wb[3], v2)
+        pairv(v0, x0, x0 + next_row)
+        pairv(v1, x0 + 2 * next_row, x0 + 3 * next_row)
+        pairv(v2, x0 + 4 * next_row, x0 + 5 * next_row)
+        axpyv(&acc[0 * TILE], wb[0], v0)
+        axpyv(&acc[1 * TILE], wb[0], v1)
+        axpyv(&acc[2 * TILE], wb[0], v2)
+        axpyv(&acc[3 * TILE], wb[1], v0)
+        axpyv(&acc[4 * TILE], wb[1], v1)
+        axpyv(&acc[5 * TILE], wb[1], v2)
+        axpyv(&acc[6 * TILE], wb[2], v0)
+        axpyv(&acc[7 * TILE], wb[2], v1)
+        axpyv(&acc[8 * TILE], wb[2], v2)
+        axpyv(&acc[9 * TILE], wb[3], v0)
+        axpyv(&acc[10 * TILE], wb[3], v1)
+        axpyv(&acc[11 * TILE], wb[3], v2)
         wb += BLOCK
-    store8(acc, scratch, 3 * BLOCK, TILE)
+    store_tiles(acc, scratch, 3 * BLOCK, TILE)
 
 
 cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
@@ -226,16 +275,22 @@ cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
     y: the output at the first row and column, channel planes L apart, rows W_out apart;
     only the first ``rows`` rows and W_out columns are kept (the rest goes to scratch).
     """
-    cdef Py_ssize_t jt, b, width
-    for jt in range(0, W_out - W_out % 8 if W_out % 8 <= 4 else W_out, 8):   # (a tail of 4
-        width = min(TILE, W_out - jt)                      # or fewer columns: tail_tile_channels)
+    cdef Py_ssize_t tile, jt, b, width
+    cdef Py_ssize_t tiles = W_out // TILE if W_out % TILE <= TILE // 2 else W_out // TILE + 1
+    for tile in range(tiles):        # (a tail of TILE/2 or fewer columns: tail_tile_channels)
+        jt = tile * TILE
+        width = min(TILE, W_out - jt)
         if width == TILE and rows == height:
-            if height == 3:
+            if height == 6:
+                tile_channels_6(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+            elif height == 3:
                 tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
             else:
                 tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
             continue
-        if height == 3:
+        if height == 6:
+            tile_channels_6(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 6 * TILE, TILE)
+        elif height == 3:
             tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 3 * TILE, TILE)
         else:
             tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 2 * TILE, TILE)
@@ -246,7 +301,7 @@ cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
 cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t taps,
                            const Py_ssize_t* offsets, Py_ssize_t next_row, floating bias,
                            floating* y, Py_ssize_t row_stride) noexcept nogil:
-    """1 output channel x 8 rows x 8 columns:
+    """1 output channel x 8 rows x TILE columns:
 
         y[r, jj] = bias + sum over taps k of w[k] * xs[offsets[k] + r * next_row + jj]
 
@@ -262,15 +317,15 @@ cdef inline void tile_rows(const floating* xs, const floating* w, Py_ssize_t tap
     for k in range(taps):
         xv = xs + offsets[k]
         tap = w[k]
-        axpy8(&acc[0 * TILE], tap, xv)
-        axpy8(&acc[1 * TILE], tap, xv + next_row)
-        axpy8(&acc[2 * TILE], tap, xv + 2 * next_row)
-        axpy8(&acc[3 * TILE], tap, xv + 3 * next_row)
-        axpy8(&acc[4 * TILE], tap, xv + 4 * next_row)
-        axpy8(&acc[5 * TILE], tap, xv + 5 * next_row)
-        axpy8(&acc[6 * TILE], tap, xv + 6 * next_row)
-        axpy8(&acc[7 * TILE], tap, xv + 7 * next_row)
-    store8(acc, y, 2 * BLOCK, row_stride)
+        axpyv(&acc[0 * TILE], tap, xv)
+        axpyv(&acc[1 * TILE], tap, xv + next_row)
+        axpyv(&acc[2 * TILE], tap, xv + 2 * next_row)
+        axpyv(&acc[3 * TILE], tap, xv + 3 * next_row)
+        axpyv(&acc[4 * TILE], tap, xv + 4 * next_row)
+        axpyv(&acc[5 * TILE], tap, xv + 5 * next_row)
+        axpyv(&acc[6 * TILE], tap, xv + 6 * next_row)
+        axpyv(&acc[7 * TILE], tap, xv + 7 * next_row)
+    store_tiles(acc, y, 2 * BLOCK, row_stride)
 
 
 cdef inline void keep_inside(const floating* scratch, floating* y, Py_ssize_t rows,
@@ -287,6 +342,10 @@ cdef inline Py_ssize_t tile_rows_for(Py_ssize_t rows) noexcept nogil:
     ``rows`` rounded up to whole tiles of 6 and of 8 rows (conv._padded_size sizes the
     workspace with the same rule)."""
     return max((rows + 5) // 6 * 6, (rows + 7) // 8 * 8)
+
+
+#: Output columns of one register tile (one vector), for the workspace sizes in conv.py.
+TILE_COLUMNS = TILE
 
 
 def pack_blocks(const floating[:, ::1] w_matrix, floating[:, :, :, ::1] w_blocks):
@@ -334,7 +393,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, blocks = w_blocks.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
-    cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, jt, width, rows, height, padded_rows
+    cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, tile, jt, width, rows, height, padded_rows
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
@@ -356,7 +415,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
         i = i0                                             # i: first row of the tile
         while i < end:
-            height = 2 if end - i in (1, 2, 4) else 3
+            if floating is float and TILE == 16 and end - i >= 6:
+                height = 6
+            else:
+                height = 2 if end - i in (1, 2, 4) else 3
             rows = min(height, end - i)
             for b in range(blocks):
                 co = g * out_g + b * BLOCK
@@ -364,8 +426,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                               &offsets[0], next_row, &bias[co], &y[n, co, i, 0], L, W_out,
                               height, rows, tmp)
             i = i + rows
-        if 0 < W_out % 8 <= 4:                             # the last columns, 6 rows at a time
-            jt = W_out - W_out % 8
+        if 0 < W_out % TILE <= TILE // 2:                  # the last columns, 6 rows at a time
+            jt = W_out - W_out % TILE
             for i in range(i0, end, 6):
                 rows = min(6, end - i)
                 for b in range(blocks):
@@ -374,13 +436,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                                        taps, &offsets[0], next_row, &bias[co], tmp)
                     for r in range(BLOCK * rows):          # channel r // rows, row r % rows
                         keep_inside(tmp + (3 * (r // rows) + (r % rows) // 2) * TILE
-                                    + 4 * ((r % rows) % 2),
-                                    &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % 8)
+                                    + TILE // 2 * ((r % rows) % 2),
+                                    &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % TILE)
         # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
         for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
             for i in range(i0, end, 8):
                 rows = min(2 * BLOCK, end - i)
-                for jt in range(0, W_out, 8):
+                for tile in range((W_out + TILE - 1) // TILE):
+                    jt = tile * TILE
                     width = min(TILE, W_out - jt)
                     out = &y[n, co, i, jt]
                     if width == TILE and rows == 2 * BLOCK:
@@ -399,11 +462,11 @@ cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t ro
 
     gy: one output-gradient plane, rows gy_row apart, zero past the last column and in the
     row after the last when the count is odd, so that ``row_pairs`` pairs of rows of
-    ``tiles`` whole tiles of 8 cover it; xs: the padded input planes. Two rows at a time
+    ``tiles`` whole tiles of TILE columns cover it; xs: the padded input planes. Two rows at a time
     make 8 independent accumulators.
     """
     cdef floating acc[2 * BLOCK * TILE]
-    cdef Py_ssize_t i, jt, jj, k
+    cdef Py_ssize_t i, tile, jt, jj, k
     cdef const floating* g0
     cdef const floating* g1
     cdef const floating* x0
@@ -413,21 +476,22 @@ cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t ro
     for jj in range(2 * BLOCK * TILE):
         acc[jj] = 0
     for i in range(0, 2 * row_pairs, 2):
-        for jt in range(0, tiles * TILE, 8):
+        for tile in range(tiles):
+            jt = tile * TILE
             g0 = gy + i * gy_row + jt
             g1 = g0 + gy_row
             x0 = xs + offsets[0] + i * next_row + jt
             x1 = xs + offsets[1] + i * next_row + jt
             x2 = xs + offsets[2] + i * next_row + jt
             x3 = xs + offsets[3] + i * next_row + jt
-            dot8(&acc[0 * TILE], g0, x0)
-            dot8(&acc[1 * TILE], g1, x0 + next_row)
-            dot8(&acc[2 * TILE], g0, x1)
-            dot8(&acc[3 * TILE], g1, x1 + next_row)
-            dot8(&acc[4 * TILE], g0, x2)
-            dot8(&acc[5 * TILE], g1, x2 + next_row)
-            dot8(&acc[6 * TILE], g0, x3)
-            dot8(&acc[7 * TILE], g1, x3 + next_row)
+            dotv(&acc[0 * TILE], g0, x0)
+            dotv(&acc[1 * TILE], g1, x0 + next_row)
+            dotv(&acc[2 * TILE], g0, x1)
+            dotv(&acc[3 * TILE], g1, x1 + next_row)
+            dotv(&acc[4 * TILE], g0, x2)
+            dotv(&acc[5 * TILE], g1, x2 + next_row)
+            dotv(&acc[6 * TILE], g0, x3)
+            dotv(&acc[7 * TILE], g1, x3 + next_row)
     for k in range(BLOCK):
         for jj in range(2 * TILE):
             sums[k] += acc[2 * k * TILE + jj]
@@ -445,7 +509,7 @@ cdef inline void tile_channel_taps(const floating* gy, Py_ssize_t gy_plane, cons
     the last column; xs: the padded input planes.
     """
     cdef floating acc[3 * BLOCK * TILE]
-    cdef Py_ssize_t i, jt, jj, b, k
+    cdef Py_ssize_t i, tile, jt, jj, b, k
     cdef const floating* g0
     cdef const floating* x0
     cdef const floating* x1
@@ -453,23 +517,24 @@ cdef inline void tile_channel_taps(const floating* gy, Py_ssize_t gy_plane, cons
     for jj in range(3 * BLOCK * TILE):
         acc[jj] = 0
     for i in range(H_out):
-        for jt in range(0, tiles * TILE, 8):
+        for tile in range(tiles):
+            jt = tile * TILE
             g0 = gy + i * gy_row + jt
             x0 = xs + offsets[0] + i * next_row + jt
             x1 = xs + offsets[1] + i * next_row + jt
             x2 = xs + offsets[2] + i * next_row + jt
-            dot8(&acc[0 * TILE], g0, x0)
-            dot8(&acc[1 * TILE], g0, x1)
-            dot8(&acc[2 * TILE], g0, x2)
-            dot8(&acc[3 * TILE], g0 + gy_plane, x0)
-            dot8(&acc[4 * TILE], g0 + gy_plane, x1)
-            dot8(&acc[5 * TILE], g0 + gy_plane, x2)
-            dot8(&acc[6 * TILE], g0 + 2 * gy_plane, x0)
-            dot8(&acc[7 * TILE], g0 + 2 * gy_plane, x1)
-            dot8(&acc[8 * TILE], g0 + 2 * gy_plane, x2)
-            dot8(&acc[9 * TILE], g0 + 3 * gy_plane, x0)
-            dot8(&acc[10 * TILE], g0 + 3 * gy_plane, x1)
-            dot8(&acc[11 * TILE], g0 + 3 * gy_plane, x2)
+            dotv(&acc[0 * TILE], g0, x0)
+            dotv(&acc[1 * TILE], g0, x1)
+            dotv(&acc[2 * TILE], g0, x2)
+            dotv(&acc[3 * TILE], g0 + gy_plane, x0)
+            dotv(&acc[4 * TILE], g0 + gy_plane, x1)
+            dotv(&acc[5 * TILE], g0 + gy_plane, x2)
+            dotv(&acc[6 * TILE], g0 + 2 * gy_plane, x0)
+            dotv(&acc[7 * TILE], g0 + 2 * gy_plane, x1)
+            dotv(&acc[8 * TILE], g0 + 2 * gy_plane, x2)
+            dotv(&acc[9 * TILE], g0 + 3 * gy_plane, x0)
+            dotv(&acc[10 * TILE], g0 + 3 * gy_plane, x1)
+            dotv(&acc[11 * TILE], g0 + 3 * gy_plane, x2)
     for b in range(BLOCK):
         for k in range(3):
             for jj in range(TILE):
@@ -489,8 +554,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     entry (its 3 extra columns take the taps of the last block that do not exist);
     tap_offsets (R + 3,) holds where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the
     padded rows (see pad_rows; the 3 extra ones repeat tap 0). padded
-    (threads, Hp*Cg*Wp) and gy_padded (threads, out_g * 2*ceil(H_out/2) * 8*ceil(W_out/8))
-    are workspaces.
+    (threads, Hp*Cg*Wp) and gy_padded
+    (threads, out_g * 2*ceil(H_out/2) * TILE*ceil(W_out/TILE)) are workspaces.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]

@@ -4,6 +4,67 @@
 from cython cimport floating
 
 
+# The machine's vector width for the blocked kernels (_conv_blocked): 16 floats (one AVX-512
+# register) where the compiler targets AVX-512, otherwise 8 (one AVX register). Their tiles
+# are CYCONV_VEC columns wide; the Winograd kernel keeps its tiles of 8 (the *8 helpers).
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define CYCONV_VEC 16
+    #define CYCONV_LANES 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    #else
+    #define CYCONV_VEC 8
+    #define CYCONV_LANES 0, 1, 2, 3, 4, 5, 6, 7
+    #endif
+    typedef float cyconv_floatv __attribute__((vector_size(CYCONV_VEC * 4), aligned(4), may_alias));
+    typedef double cyconv_doublev __attribute__((vector_size(CYCONV_VEC * 8), aligned(8), may_alias));
+    typedef float cyconv_floath __attribute__((vector_size(CYCONV_VEC * 2), aligned(4), may_alias));
+    typedef double cyconv_doubleh __attribute__((vector_size(CYCONV_VEC * 4), aligned(8), may_alias));
+    #define CYCONV_AXPYV_FLOAT(acc, w, x) (*(cyconv_floatv*)(acc) += (w) * *(const cyconv_floatv*)(x))
+    #define CYCONV_AXPYV_DOUBLE(acc, w, x) (*(cyconv_doublev*)(acc) += (w) * *(const cyconv_doublev*)(x))
+    #define CYCONV_DOTV_FLOAT(acc, a, b) \
+        (*(cyconv_floatv*)(acc) += *(const cyconv_floatv*)(a) * *(const cyconv_floatv*)(b))
+    #define CYCONV_DOTV_DOUBLE(acc, a, b) \
+        (*(cyconv_doublev*)(acc) += *(const cyconv_doublev*)(a) * *(const cyconv_doublev*)(b))
+    #define CYCONV_PAIRV_FLOAT(dst, lo, hi) (*(cyconv_floatv*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_floath*)(lo), *(const cyconv_floath*)(hi), CYCONV_LANES))
+    #define CYCONV_PAIRV_DOUBLE(dst, lo, hi) (*(cyconv_doublev*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_doubleh*)(lo), *(const cyconv_doubleh*)(hi), CYCONV_LANES))
+    """
+    enum: CYCONV_VEC
+    void axpyv_float "CYCONV_AXPYV_FLOAT"(float* acc, float w, const float* x) noexcept nogil
+    void axpyv_double "CYCONV_AXPYV_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
+    void dotv_float "CYCONV_DOTV_FLOAT"(float* acc, const float* a, const float* b) noexcept nogil
+    void dotv_double "CYCONV_DOTV_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
+    void pairv_float "CYCONV_PAIRV_FLOAT"(float* dst, const float* lo, const float* hi) noexcept nogil
+    void pairv_double "CYCONV_PAIRV_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
+
+
+cdef inline void axpyv(floating* acc, floating w, const floating* x) noexcept nogil:
+    """acc[jj] += w * x[jj] for jj < CYCONV_VEC, as one vector operation."""
+    if floating is float:
+        axpyv_float(acc, w, x)
+    else:
+        axpyv_double(acc, w, x)
+
+
+cdef inline void dotv(floating* acc, const floating* a, const floating* b) noexcept nogil:
+    """acc[jj] += a[jj] * b[jj] for jj < CYCONV_VEC, as one vector operation."""
+    if floating is float:
+        dotv_float(acc, a, b)
+    else:
+        dotv_double(acc, a, b)
+
+
+cdef inline void pairv(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
+    """dst[:V/2] = lo[:V/2] and dst[V/2:V] = hi[:V/2] (V = CYCONV_VEC): two half vectors
+    side by side in one."""
+    if floating is float:
+        pairv_float(dst, lo, hi)
+    else:
+        pairv_double(dst, lo, hi)
+
+
 # Eight-wide vector arithmetic on the accumulators, with GCC/Clang vector types: written as
 # plain loops, GCC unrolls the 8 columns into scalars and loses the vector registers.
 cdef extern from *:
