@@ -81,21 +81,38 @@ def test_edge_cases(input_shape, weight_shape, padding, groups, dtype):
     check_winograd(x, w, b, padding, groups, dtype)
 
 
-@pytest.mark.parametrize("task_bytes, tiles", [(1, 24), (40_000, 48), (60_000, 72), (2**30, 96)])
+SPAN = conv_module.WINOGRAD_SPAN          # tiles of one register tile: 24, or 48 with AVX-512
+
+
+@pytest.mark.parametrize("spans", [1, 2, 3, 4])
 @pytest.mark.parametrize("keep_bytes", [0, 2**25])       # the split input made per call, kept
-def test_any_task_size(task_bytes, tiles, keep_bytes, monkeypatch):
-    monkeypatch.setattr(conv_module, "WINOGRAD_TASK_BYTES", task_bytes)
+def test_any_task_size(spans, keep_bytes, monkeypatch):
+    """Tasks of 1 to 4 spans of tiles give the reference's numbers (216 tiles: several
+    tasks and a short last one)."""
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_TILES", spans * SPAN)
     monkeypatch.setattr(conv_module, "WINOGRAD_KEEP_BYTES", keep_bytes)
-    assert conv_module.winograd_tiles(4, 8, 4) == tiles       # 18 KiB a span of 24 tiles
+    assert conv_module.winograd_tiles(4, 8, 4) == spans * SPAN
     rng = np.random.default_rng(4)
     x, w, b = random_problem(rng, (3, 4, 11, 23), (6, 4, 3, 3), np.float32)
     check_winograd(x, w, b, 1, 1, np.float32)
 
 
 def test_tiles_per_task():
-    assert conv_module.winograd_tiles(64, 64, 4) == 24             # 196 KiB for 24 tiles
-    assert conv_module.winograd_tiles(16, 16, 4) == 96             # at most 4 spans
-    assert conv_module.winograd_tiles(512, 512, 8) == 24           # at least one
+    """As many whole spans as keep V and M (16 positions x (Cg + Kp) x tiles) within
+    WINOGRAD_TASK_BYTES, at least one, at most WINOGRAD_MAX_TILES tiles."""
+    span_bytes = 16 * (64 + 64) * SPAN * 4
+    assert span_bytes > conv_module.WINOGRAD_TASK_BYTES / 2
+    assert conv_module.winograd_tiles(64, 64, 4) == SPAN
+    assert conv_module.winograd_tiles(16, 16, 4) == conv_module.WINOGRAD_MAX_TILES
+    assert conv_module.winograd_tiles(512, 512, 8) == SPAN             # at least one
+
+
+def test_tiles_per_task_follow_the_byte_limit(monkeypatch):
+    monkeypatch.setattr(conv_module, "WINOGRAD_MAX_TILES", 4 * SPAN)
+    span_bytes = 16 * (4 + 8) * SPAN * 4
+    for spans in (1, 2, 3):
+        monkeypatch.setattr(conv_module, "WINOGRAD_TASK_BYTES", spans * span_bytes + 1)
+        assert conv_module.winograd_tiles(4, 8, 4) == spans * SPAN
 
 
 @pytest.mark.parametrize("threads", [2, 3])

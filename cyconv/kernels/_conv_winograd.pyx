@@ -25,8 +25,9 @@ of all images of the batch, numbered row by row, image after image), each thread
 buffers of its own small enough for its L2 cache:
 
 1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles;
-2. multiply_block: M (16, out channels, T), 4 output channels x 24 tiles at a time, in 12
-   vector accumulators (the register tile of _conv_blocked, with tiles in place of columns);
+2. multiply_block: M (16, out channels, T), 4 output channels x SPAN tiles at a time, in
+   12 vector accumulators (the register tile of _conv_blocked, with tiles in place of
+   columns): SPAN = 3 vectors of the build, 48 tiles with AVX-512, otherwise 24;
 3. transform_output: Y = A^T M A + bias, of which the part inside the output is written.
 
 The transforms round differently from the direct sum (within a few float32 ulps of the
@@ -39,12 +40,13 @@ from libc.string cimport memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport add8, axpy8, copy8, prefetch_for_write, sub8, unzip8, zip8
+from ._vectors cimport CYCONV_VEC, add8, axpy8, axpyv, copy8, prefetch_for_write, sub8, unzip8, zip8
 
 cdef enum:
-    TILE = 8     # tiles per vector
+    TILE = 8     # tiles per vector of the transforms
+    VEC = CYCONV_VEC    # tiles per vector of the products: 16 with AVX-512, else 8
     BLOCK = 4    # output channels per register tile
-    SPAN = 24    # tiles per register tile: 3 vectors
+    SPAN = 3 * CYCONV_VEC    # tiles per register tile: 3 vectors
     SKEW = 16    # room between two positions e of V (or M): see plane_size
 
 
@@ -184,11 +186,11 @@ cdef void transform_input(const floating[:, :, :, :, ::1] xs, Py_ssize_t c0, Py_
 
 cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t Cg,
                                 Py_ssize_t S, floating* m) noexcept nogil:
-    """m[b * S + s] = sum over c of u[4c + b] * v[c * S + s], for 4 output channels b and 24
-    tiles s: one register tile of the products M[e] = U[e] @ V[e].
+    """m[b * S + s] = sum over c of u[4c + b] * v[c * S + s], for 4 output channels b and
+    SPAN tiles s: one register tile of the products M[e] = U[e] @ V[e].
 
     u: the 4 channels' transformed weights at one position e, (Cg, 4); v: the transformed
-    inputs at e, rows of S values. The 12 accumulators (4 channels x 3 vectors of 8 tiles) are
+    inputs at e, rows of S values. The 12 accumulators (4 channels x 3 vectors of tiles) are
     independent, and each vector of v loaded feeds 4 of them.
     """
     cdef floating acc[BLOCK * SPAN]
@@ -198,23 +200,22 @@ cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t
         acc[jj] = 0
     for c in range(Cg):
         v0 = v + c * S
-        axpy8(&acc[0 * TILE], u[0], v0)
-        axpy8(&acc[1 * TILE], u[0], v0 + TILE)
-        axpy8(&acc[2 * TILE], u[0], v0 + 2 * TILE)
-        axpy8(&acc[3 * TILE], u[1], v0)
-        axpy8(&acc[4 * TILE], u[1], v0 + TILE)
-        axpy8(&acc[5 * TILE], u[1], v0 + 2 * TILE)
-        axpy8(&acc[6 * TILE], u[2], v0)
-        axpy8(&acc[7 * TILE], u[2], v0 + TILE)
-        axpy8(&acc[8 * TILE], u[2], v0 + 2 * TILE)
-        axpy8(&acc[9 * TILE], u[3], v0)
-        axpy8(&acc[10 * TILE], u[3], v0 + TILE)
-        axpy8(&acc[11 * TILE], u[3], v0 + 2 * TILE)
+        axpyv(&acc[0 * VEC], u[0], v0)
+        axpyv(&acc[1 * VEC], u[0], v0 + VEC)
+        axpyv(&acc[2 * VEC], u[0], v0 + 2 * VEC)
+        axpyv(&acc[3 * VEC], u[1], v0)
+        axpyv(&acc[4 * VEC], u[1], v0 + VEC)
+        axpyv(&acc[5 * VEC], u[1], v0 + 2 * VEC)
+        axpyv(&acc[6 * VEC], u[2], v0)
+        axpyv(&acc[7 * VEC], u[2], v0 + VEC)
+        axpyv(&acc[8 * VEC], u[2], v0 + 2 * VEC)
+        axpyv(&acc[9 * VEC], u[3], v0)
+        axpyv(&acc[10 * VEC], u[3], v0 + VEC)
+        axpyv(&acc[11 * VEC], u[3], v0 + 2 * VEC)
         u += BLOCK
     for b in range(BLOCK):
-        copy8(m + b * S, &acc[b * SPAN])
-        copy8(m + b * S + TILE, &acc[b * SPAN + TILE])
-        copy8(m + b * S + 2 * TILE, &acc[b * SPAN + 2 * TILE])
+        for jj in range(SPAN // TILE):
+            copy8(m + b * S + jj * TILE, &acc[b * SPAN + jj * TILE])
 
 
 cdef inline void prefetch_output(floating* row, Py_ssize_t count,
@@ -309,7 +310,7 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
     u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each group's output
     channels padded with zero filters to Kp, a multiple of 4; u[g, e, kb, c, b] is
     position e of channel g*out_g + 4*kb + b's filter for input channel c. bias (C_out,)
-    (zeros for none). T: tiles per task, a multiple of 24. work
+    (zeros for none). T: tiles per task, a multiple of SPAN (SPAN_TILES). work
     (threads, workspace_size(...)) holds each thread's V, M and outputs of a row of tiles.
     nonfinite (threads,), zero on entry: thread t sets nonfinite[t] = 1 if it wrote an inf
     or a NaN (then y is not the direct sum's: see the module's text).
@@ -336,7 +337,7 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
         mbuf = v + 16 * plane_size(Cg, S)
         tmp = mbuf + 16 * plane_size(Kp, S)
         transform_input(xs, g * Cg, Cg, first, count, TH, TW, v, T, S)
-        for e in range(16):                        # M[e] = U[e] @ V[e], 4 x 24 at a time
+        for e in range(16):                        # M[e] = U[e] @ V[e], 4 x SPAN at a time
             for span in range(T // SPAN):
                 for kb in range(Kp // BLOCK):
                     multiply_block(&u[g, e, kb, 0, 0], v + e * plane_size(Cg, S) + span * SPAN,
@@ -347,6 +348,10 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
         if transform_output(mbuf, Kp, S, first, count, TH, TW, &bias[g * out_g], y, g * out_g,
                             out_g, tmp, RW):
             nonfinite[t] = 1
+
+
+#: Tiles of one register tile of the products: tasks take whole multiples of it.
+SPAN_TILES = SPAN
 
 
 def split_shape(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H_out, Py_ssize_t W_out):

@@ -309,8 +309,9 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
 
 # --- Winograd F(2x2, 3x3) (_conv_winograd.pyx) ----------------------------------------------
 
-#: Tiles (2x2 outputs) per register tile of the Winograd products, and the most tiles per task.
-WINOGRAD_SPAN, WINOGRAD_MAX_SPANS = 24, 4
+#: Tiles (2x2 outputs) per register tile of the Winograd products (3 vectors: 48 with
+#: AVX-512, else 24), and the most tiles per task.
+WINOGRAD_SPAN, WINOGRAD_MAX_TILES = _conv_winograd.SPAN_TILES, 96
 
 #: Bytes of one Winograd task's transformed inputs and products (V and M): tasks take as
 #: many tiles as fit, so that they stay in the thread's L2 cache between the steps.
@@ -338,10 +339,11 @@ def winograd_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str 
 
 
 def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
-    """Tiles per task of the Winograd kernel: whole spans of 24, as many (up to 4) as keep
-    the task's V and M within WINOGRAD_TASK_BYTES."""
+    """Tiles per task of the Winograd kernel: whole spans (WINOGRAD_SPAN), as many (up to
+    WINOGRAD_MAX_TILES tiles) as keep the task's V and M within WINOGRAD_TASK_BYTES."""
     span_bytes = 16 * (cg + kp) * WINOGRAD_SPAN * itemsize
-    return WINOGRAD_SPAN * max(1, min(WINOGRAD_MAX_SPANS, WINOGRAD_TASK_BYTES // span_bytes))
+    spans = min(WINOGRAD_MAX_TILES // WINOGRAD_SPAN, WINOGRAD_TASK_BYTES // span_bytes)
+    return WINOGRAD_SPAN * max(1, spans)
 
 
 def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
