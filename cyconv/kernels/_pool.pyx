@@ -287,10 +287,17 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
                         Py_ssize_t pad_h, Py_ssize_t pad_w, bint count_include_pad, int num_threads):
     """grad_x[s, h, w] += grad_y[s, i, j] / divisor for every window (i, j) holding (h, w).
 
+    The windows are rectangles, so the scatter is done one dimension at a time: for each
+    window row i, the shares of its windows are first spread along a row of W columns
+    (spread[w] = sum of the shares of the windows j holding column w), and that row is then
+    added to every input row the windows of row i cover, a contiguous loop. (Spreading every
+    share straight into kH input rows would take kH times as many strided additions.)
+
     The contents of grad_x on entry do not matter: each plane is zeroed here, by the thread
-    that then adds into it, while it is in that core's cache. The taps q of a window row go
-    from right to left, so that a cell under several windows of row i gets their shares in
-    the order of j, and so in row-major window order, as with one window at a time.
+    that then adds into it, while it is in that core's cache. The taps q go from right to
+    left, so that a column under several windows of row i gets their shares in the order of
+    j, as with one window at a time (the sums round like the reference's up to the grouping
+    of each row's shares).
     """
     cdef Py_ssize_t S = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
     cdef Py_ssize_t H_out = grad_y.shape[1], W_out = grad_y.shape[2]
@@ -298,10 +305,13 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] count_h = np.empty(H_out, dtype), count_w = np.empty(W_out, dtype)
-    cdef floating[:, ::1] shares = np.empty((num_threads, W_out), dtype)
-    cdef Py_ssize_t s, i, j, p, q, w0
+    # each thread's shares (W_out) and spread row (W), on cache lines of their own
+    cdef Py_ssize_t share_len = (W_out + 15) // 16 * 16, spread_len = (W + 15) // 16 * 16
+    cdef floating[:, ::1] rows = np.empty((num_threads, share_len + spread_len), dtype)
+    cdef Py_ssize_t s, i, j, p, q, w, w0
     cdef const floating* gy_row
     cdef floating* share
+    cdef floating* spread
     cdef floating* gx_row
 
     if tiles_2x2(kH, kW, stride_h, stride_w, pad_h, pad_w, H, W, H_out, W_out):
@@ -314,19 +324,23 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     avg_divisor_factors(count_w, kW, stride_w, pad_w, W, count_include_pad)
     for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
         memset(&grad_x[s, 0, 0], 0, H * W * sizeof(floating))
-        share = &shares[threadid(), 0]
+        share = &rows[threadid(), 0]
+        spread = share + share_len
         for i in range(H_out):
             gy_row = &grad_y[s, i, 0]
             for j in range(W_out):      # the share of every cell of window (i, j)
                 share[j] = gy_row[j] / (count_h[i] * count_w[j])
+            memset(spread, 0, W * sizeof(floating))
+            for q in range(kW - 1, -1, -1):         # right to left: see the docstring
+                w0 = q - pad_w
+                for j in range(col_lo[q], col_hi[q]):   # spread[j*stride_w + w0] += share[j]
+                    spread[j * stride_w + w0] += share[j]
             for p in range(kH):
                 if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
                     continue
                 gx_row = &grad_x[s, i * stride_h - pad_h + p, 0]
-                for q in range(kW - 1, -1, -1):     # right to left: see the docstring
-                    w0 = q - pad_w
-                    for j in range(col_lo[q], col_hi[q]):   # grad_x[s, h, j*stride_w + w0] += share
-                        gx_row[j * stride_w + w0] += share[j]
+                for w in range(W):                      # grad_x[s, h, :] += spread
+                    gx_row[w] += spread[w]
 
 
 cdef inline Py_ssize_t window_start(Py_ssize_t o, Py_ssize_t in_size, Py_ssize_t out_size) noexcept nogil:
