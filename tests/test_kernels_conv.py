@@ -517,8 +517,12 @@ def test_hand_worked_groups(algorithm):
     # ... and the weight gradient with at most 32 output channels a group
     ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 1 channel
     ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "blocked"),
-    ((1, 4, 18, 18), (32, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 32 channels
+    ((1, 4, 16, 16), (32, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 32 channels
     ((1, 4, 18, 18), (33, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 33 channels
+    # ... where the output rows fill at least 3/4 of the vectors' lanes
+    ((1, 4, 10, 10), (16, 4, 5, 5), 1, 1, "grad_weight",              # 8 of TILE columns
+     "blocked" if conv_module.TILE == 8 else "im2col"),
+    ((1, 4, 24, 24), (16, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 24 of 24 or 32
     # where blocked cannot (or should not) run: direct below 16 multiply-adds per output,
     # im2col above
     ((1, 8, 9, 9), (8, 1, 3, 3), 2, 8, "grad_input", "direct"),        # stride 2

@@ -498,25 +498,26 @@ cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t ro
 
 
 cdef inline void tile_channel_taps(const floating* gy, Py_ssize_t gy_plane, const floating* xs,
-                                   Py_ssize_t H_out, Py_ssize_t tiles, Py_ssize_t gy_row,
-                                   Py_ssize_t next_row, const Py_ssize_t* offsets, floating* sums,
-                                   Py_ssize_t sums_row) noexcept nogil:
-    """sums[b * sums_row + k] += sum over i, j of gy[b, i, j] * xs[offsets[k] + i*next_row + j]
-    for 4 output channels b and 3 taps k: 12 independent accumulators, each loaded vector
-    feeding 3 or 4 of them.
+                                   Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t tiles,
+                                   Py_ssize_t gy_row, Py_ssize_t next_row,
+                                   const Py_ssize_t* offsets, floating* lanes) noexcept nogil:
+    """lanes[(3*b + k) * TILE + jj] += sum over rows i0 <= i < i1 and columns j = jj (mod
+    TILE) of gy[b, i, j] * xs[offsets[k] + i*next_row + j], for 4 output channels b and 3
+    taps k: 12 independent vector accumulators, each loaded vector feeding 3 or 4 of them.
+    (The lanes are added up into the weight gradient once all rows are done.)
 
     gy: the 4 channels' output-gradient planes, gy_plane apart, rows gy_row apart, zero past
     the last column; xs: the padded input planes.
     """
     cdef floating acc[3 * BLOCK * TILE]
-    cdef Py_ssize_t i, tile, jt, jj, b, k
+    cdef Py_ssize_t i, tile, jt, jj
     cdef const floating* g0
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
     for jj in range(3 * BLOCK * TILE):
-        acc[jj] = 0
-    for i in range(H_out):
+        acc[jj] = lanes[jj]
+    for i in range(i0, i1):
         for tile in range(tiles):
             jt = tile * TILE
             g0 = gy + i * gy_row + jt
@@ -535,38 +536,75 @@ cdef inline void tile_channel_taps(const floating* gy, Py_ssize_t gy_plane, cons
             dotv(&acc[9 * TILE], g0 + 3 * gy_plane, x0)
             dotv(&acc[10 * TILE], g0 + 3 * gy_plane, x1)
             dotv(&acc[11 * TILE], g0 + 3 * gy_plane, x2)
-    for b in range(BLOCK):
-        for k in range(3):
-            for jj in range(TILE):
-                sums[b * sums_row + k] += acc[(3 * b + k) * TILE + jj]
+    for jj in range(3 * BLOCK * TILE):
+        lanes[jj] = acc[jj]
+
+
+cdef inline void tile_channel_taps_6(const floating* gy, Py_ssize_t gy_plane, const floating* xs,
+                                     Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t tiles,
+                                     Py_ssize_t gy_row, Py_ssize_t next_row,
+                                     const Py_ssize_t* offsets, floating* lanes) noexcept nogil:
+    """tile_channel_taps with 6 taps instead of 3 (24 accumulators,
+    lanes[(6*b + k) * TILE + jj]), where the registers hold them (float32 with AVX-512):
+    each output-gradient vector loaded feeds 6 of them, each input vector 4."""
+    cdef floating acc[6 * BLOCK * TILE]
+    cdef Py_ssize_t i, tile, jt, jj, b, k
+    cdef const floating* g0
+    cdef const floating* xk[6]
+    for jj in range(6 * BLOCK * TILE):
+        acc[jj] = lanes[jj]
+    for i in range(i0, i1):
+        g0 = gy + i * gy_row
+        for k in range(6):
+            xk[k] = xs + offsets[k] + i * next_row
+        for tile in range(tiles):
+            jt = tile * TILE
+            for b in range(BLOCK):
+                dotv(&acc[(6 * b + 0) * TILE], g0 + b * gy_plane + jt, xk[0] + jt)
+                dotv(&acc[(6 * b + 1) * TILE], g0 + b * gy_plane + jt, xk[1] + jt)
+                dotv(&acc[(6 * b + 2) * TILE], g0 + b * gy_plane + jt, xk[2] + jt)
+                dotv(&acc[(6 * b + 3) * TILE], g0 + b * gy_plane + jt, xk[3] + jt)
+                dotv(&acc[(6 * b + 4) * TILE], g0 + b * gy_plane + jt, xk[4] + jt)
+                dotv(&acc[(6 * b + 5) * TILE], g0 + b * gy_plane + jt, xk[5] + jt)
+    for jj in range(6 * BLOCK * TILE):
+        lanes[jj] = acc[jj]
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
                        floating[:, :, ::1] partial, floating[:, ::1] padded,
-                       floating[:, ::1] gy_padded, const Py_ssize_t[::1] tap_offsets,
+                       floating[:, ::1] gy_padded, floating[:, ::1] tap_lanes,
+                       Py_ssize_t band, const Py_ssize_t[::1] tap_offsets,
                        Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
                        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
     """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * padded x under tap k.
 
     The weight gradient summed over the (image, group) tasks thread t ran; the caller adds
     the threads up. Blocks of 4 output channels are summed 3 taps at a time, the channels
-    left over 4 taps at a time. partial (threads, C_out, R + 3) must be zero on
-    entry (its 3 extra columns take the taps of the last block that do not exist);
-    tap_offsets (R + 3,) holds where tap k = (c*kH + p)*kW + q of output (0, 0) lies in the
-    padded rows (see pad_rows; the 3 extra ones repeat tap 0). padded
-    (threads, Hp*Cg*Wp) and gy_padded
-    (threads, out_g * 2*ceil(H_out/2) * TILE*ceil(W_out/TILE)) are workspaces.
+    left over 4 taps at a time (6 at a time in float32 with AVX-512). partial
+    (threads, C_out, R + 5) must be zero on entry (its 5 extra columns take the taps of the
+    last block that do not exist); tap_offsets (R + 5,) holds where tap
+    k = (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (see pad_rows; the 5
+    extra ones repeat tap 0). padded
+    (threads, Hp*Cg*Wp), gy_padded (threads, out_g * 2*ceil(H_out/2) * TILE*ceil(W_out/TILE))
+    and tap_lanes (threads, ceil(R/6) * 24 * TILE: a block's vector sums before they are
+    added up) are workspaces; the blocks of 4 channels go through the output rows ``band``
+    rows at a time.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups
-    cdef Py_ssize_t R = partial.shape[2] - (BLOCK - 1)
+    cdef Py_ssize_t R = partial.shape[2] - 5
     cdef Py_ssize_t tiles = (W_out + TILE - 1) // TILE, gy_row = tiles * TILE
     cdef Py_ssize_t row_pairs = (H_out + 1) // 2, gy_plane_size = 2 * row_pairs * gy_row
-    cdef Py_ssize_t task, t, n, g, co, i, k
+    cdef Py_ssize_t per = 6 if floating is float and TILE == 16 else 3    # taps per tile
+    cdef Py_ssize_t tap_tiles = (R + per - 1) // per
+    cdef Py_ssize_t task, t, n, g, co, i, k, b, q, jj
+    cdef floating total
     cdef floating* buf
     cdef floating* gy
     cdef floating* gy_at
+    cdef floating* lanes
+    cdef floating* lane
 
     # static: every run hands the same tasks to the same thread, so the partial sums (and
     # the rounding of the gradient) are the same from run to run
@@ -586,10 +624,30 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                 else:
                     memset(gy_at, 0, gy_row * sizeof(floating))
         for co in range(0, out_g - out_g % 4, 4):          # channels co .. co+3
-            for k in range(0, R, 3):                       # taps k .. k+2
-                tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, H_out, tiles,
-                                  gy_row, stride_h * Cg * Wp, &tap_offsets[k],
-                                  &partial[t, g * out_g + co, k], partial.shape[2])
+            # band by band of output rows, so that the band of the 4 channels' output
+            # gradient stays in the L1 cache while every tap is summed over it
+            lanes = &tap_lanes[t, 0]
+            memset(lanes, 0, tap_tiles * per * BLOCK * TILE * sizeof(floating))
+            for b in range((H_out + band - 1) // band):
+                i = b * band
+                for k in range(tap_tiles):                 # taps per*k .. per*k + per-1
+                    if per == 6:
+                        tile_channel_taps_6(gy + co * gy_plane_size, gy_plane_size, buf, i,
+                                            min(i + band, H_out), tiles, gy_row,
+                                            stride_h * Cg * Wp, &tap_offsets[6 * k],
+                                            lanes + k * 6 * BLOCK * TILE)
+                    else:
+                        tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, i,
+                                          min(i + band, H_out), tiles, gy_row, stride_h * Cg * Wp,
+                                          &tap_offsets[3 * k], lanes + k * 3 * BLOCK * TILE)
+            for k in range(tap_tiles):                     # the lanes added up
+                for b in range(BLOCK):
+                    for q in range(per):
+                        lane = lanes + (k * per * BLOCK + per * b + q) * TILE
+                        total = 0
+                        for jj in range(TILE):
+                            total = total + lane[jj]
+                        partial[t, g * out_g + co + b, per * k + q] += total
         for co in range(out_g - out_g % 4, out_g):         # the channels left over
             for k in range(0, R, 4):                       # taps k .. k+3
                 tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Cg * Wp,

@@ -74,8 +74,9 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     images (WINOGRAD_MIN_SIZES); the blocked kernels win the other forward passes; the
     input gradient (a forward convolution with C_in/groups output channels) where those
     come in whole tiles of 4, or are fewer than 4, and without dilation; and the weight
-    gradient of convolutions with at most 32 output channels per group. The im2col matrix
-    products win the other gradients.
+    gradient of convolutions with at most 32 output channels per group, where the output
+    rows fill at least 3/4 of the lanes of their vectors (or a group has fewer than 4
+    output channels). The im2col matrix products win the other gradients.
     """
     if computing not in PASSES:
         raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
@@ -93,10 +94,17 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
         if (computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0)
                 and g.dilation == (1, 1)):
             return "blocked"
-        if computing == "grad_weight" and out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS:
+        if (computing == "grad_weight" and out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
+                and (out_per_group < BLOCK or lanes_used(g.out_w) >= 0.75)):
             return "blocked"
     reduction = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     return "direct" if reduction < DIRECT_MAX_REDUCTION else "im2col"
+
+
+def lanes_used(width: int) -> float:
+    """The share of the lanes of the blocked kernels' vectors (TILE columns) that a row of
+    ``width`` outputs fills: 8 columns fill half of a vector of 16."""
+    return width / (-(-width // TILE) * TILE)
 
 
 def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str) -> str:
@@ -218,6 +226,10 @@ def _check_winograd(g: geo.ConvGeometry, computing: str) -> None:
                          "'im2col' or 'blocked'")
 
 
+#: Bytes of a band of the output gradient of 4 channels that the blocked weight gradient
+#: sums every tap over before it moves on: small enough to stay in the L1 cache.
+GRAD_WEIGHT_BAND_BYTES = 2**14
+
 #: Output rows per task of the blocked forward kernel: a multiple of the tile heights (3 and
 #: 6 rows, 8 for the channels left over), small enough that one image gives the threads
 #: several tasks to share, large enough that the input rows two chunks both pad
@@ -293,15 +305,20 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     out_g = g.out_channels // g.groups
     hp, wp = _padded_size(g.out_h, g.out_w, (kh, kw), g.stride, g.dilation)
     offsets = np.concatenate([_tap_offsets(cg, (kh, kw), g.stride[1], g.dilation, wp),
-                              np.zeros(BLOCK - 1, np.intp)])  # the last block's missing taps
+                              np.zeros(5, np.intp)])  # the last tile's missing taps
     padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     gy_padded = _workspace("gy_padded", threads,
                            out_g * 2 * -(-g.out_h // 2) * -(-g.out_w // TILE) * TILE, x.dtype)
+    tap_lanes = _workspace("tap_lanes", threads, -(-(cg * kh * kw) // 6) * 6 * BLOCK * TILE,
+                           x.dtype)
+    gy_row_bytes = -(-g.out_w // TILE) * TILE * x.itemsize
+    band = max(1, GRAD_WEIGHT_BAND_BYTES // (BLOCK * gy_row_bytes))
     partial = np.zeros((threads, g.out_channels, offsets.size), x.dtype)
-    _conv_blocked.conv2d_grad_weight(x, grad_y, partial, padded, gy_padded, offsets, hp, wp,
+    _conv_blocked.conv2d_grad_weight(x, grad_y, partial, padded, gy_padded, tap_lanes, band,
+                                     offsets, hp, wp,
                                      g.stride[0], g.stride[1], g.padding[0], g.padding[2],
                                      g.groups, threads)
-    grad_w = partial[:, :, :offsets.size - (BLOCK - 1)].sum(axis=0).reshape(g.weight_shape)
+    grad_w = partial[:, :, :offsets.size - 5].sum(axis=0).reshape(g.weight_shape)
     if not np.isfinite(grad_w).all():
         return _im2col_grad_weight(grad_y, x, g, threads)
     return grad_w
