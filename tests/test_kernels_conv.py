@@ -255,6 +255,90 @@ def test_blocked_forward_with_other_chunk_sizes(chunk, width, stride, dilation, 
                        weight[0].size)
 
 
+@st.composite
+def by_channels_configs(draw):
+    """Weight gradients across the tiles of conv2d_grad_weight_by_channels: output channels
+    per group around its 2 vectors (16 or 32 channels), taps (C_in/groups * kH * kW) around
+    its tiles of 12; strides, dilations, padding and groups."""
+    groups = draw(st.integers(1, 2))
+    out_g = draw(st.sampled_from([1, 5, 15, 16, 17, 31, 32, 33, 48]))
+    cg = draw(st.integers(1, 5))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 12))
+    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 12))
+    return dict(input_shape=(draw(st.integers(1, 3)), groups * cg, h, w),
+                weight_shape=(groups * out_g, cg) + kernel,
+                stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@given(config=by_channels_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_blocked_weight_gradient_by_channels_matches_reference(config, dtype, threads, seed):
+    """The weight gradient vectorised over output channels (called directly, whatever the
+    build and dtype "auto" would use it for) against the reference."""
+    rng = np.random.default_rng(seed)
+    x, w, _ = random_problem(rng, config["input_shape"], config["weight_shape"], dtype)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    geo = conv2d_geometry(x.shape, w.shape, **hyper)
+    gy = rng.standard_normal(geo.output_shape).astype(dtype)
+    gw = conv_module._blocked_grad_weight_by_channels(gy, x, geo, threads)
+    assert_matches(gw, R.conv2d_grad_weight(gy, x, w.shape, **hyper), dtype,
+                   geo.batch * geo.out_h * geo.out_w)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_values(value):
+    """Every product it sums is one of the formula's (the channels and taps that pad its
+    tiles are dropped): an inf or a NaN in the input gives the reference's pattern."""
+    rng = np.random.default_rng(10)
+    x, w, _ = random_problem(rng, (2, 4, 6, 7), (20, 4, 3, 3), np.float32)
+    x[0, 1, 2, 5] = value
+    geo = conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1)
+    gy = rng.standard_normal(geo.output_shape).astype(np.float32)
+    expected = R.conv2d_grad_weight(gy, x, w.shape)
+    gw = conv_module._blocked_grad_weight_by_channels(gy, x, geo, 2)
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert not finite.all()
+    np.testing.assert_allclose(gw[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("out_g, cg, kernel, expected", [
+    (64, 64, 3, True), (48, 8, 3, True), (32, 4, 3, True),
+    (16, 64, 3, False),       # half of 2 vectors of 16 channels
+    (64, 1, 5, False),        # 25 taps of 36
+    (64, 3, 7, True),         # 147 taps of 156
+])
+def test_grad_weight_by_channels_rule(out_g, cg, kernel, expected, monkeypatch):
+    monkeypatch.setattr(conv_module, "TILE", 16)
+    geo = conv2d_geometry((2, cg, 10, 10), (out_g, cg, kernel, kernel), 1, 1, 1, 1)
+    assert conv_module.grad_weight_by_channels(geo) is expected
+    monkeypatch.setattr(conv_module, "TILE", 8)          # not with AVX vectors of 8
+    assert conv_module.grad_weight_by_channels(geo) is False
+
+
+def test_auto_runs_the_weight_gradient_by_channels_where_the_rule_says(monkeypatch):
+    calls = []
+    real = conv_module._conv_blocked.conv2d_grad_weight_by_channels
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_grad_weight_by_channels",
+                        lambda *args: calls.append(args[0].dtype) or real(*args))
+    rng = np.random.default_rng(11)
+    x, w, _ = random_problem(rng, (2, 8, 9, 9), (32, 8, 3, 3), np.float32)
+    geo = conv2d_geometry(x.shape, w.shape, 1, 1, 1, 1)
+    gy = rng.standard_normal(geo.output_shape).astype(np.float32)
+    for dtype in DTYPES:
+        gw = K.conv2d_grad_weight(gy.astype(dtype), x.astype(dtype), w.shape, padding=1)
+        assert_matches(gw, R.conv2d_grad_weight(gy.astype(dtype), x.astype(dtype), w.shape,
+                                                padding=1), dtype, 162)
+    assert K.choose_algorithm(geo, "grad_weight") == (
+        "blocked" if conv_module.TILE == 16 else "im2col")
+    assert calls == ([np.float32] if conv_module.TILE == 16 else [])
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_blocked_weight_gradient_keeps_the_references_non_finite_values(value):
     """An inf or NaN in an input column only the last tile's stick-out lanes read under tap

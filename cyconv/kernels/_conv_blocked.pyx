@@ -652,3 +652,123 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
             for k in range(0, R, 4):                       # taps k .. k+3
                 tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Cg * Wp,
                           &tap_offsets[k], &partial[t, g * out_g + co, k])
+
+
+# --- the weight gradient vectorised over output channels -----------------------------------
+
+cdef enum:
+    TAPS = 12    # taps per register tile of conv2d_grad_weight_by_channels (conv.py: GRAD_WEIGHT_TAPS)
+
+
+cdef inline void channel_tap_tile(const floating* gy_t, Py_ssize_t OP, const floating* xs,
+                                  const Py_ssize_t* offsets, Py_ssize_t H_out, Py_ssize_t W_out,
+                                  Py_ssize_t row_step, Py_ssize_t stride_w,
+                                  floating* sums) noexcept nogil:
+    """sums[(2*k + v) * TILE + l] = sum over i, j of gy_t[(i*W_out + j) * OP + v*TILE + l]
+                                        * xs[offsets[k] + i*row_step + j*stride_w]
+
+    for 12 taps k and 2 vectors v of output channels: 24 accumulators, each holding TILE
+    output channels of one tap. At every output position the 2 vectors of the output
+    gradient are loaded once and each of the 12 input values is broadcast to both, so the
+    sum over all positions runs in registers (no lanes to add up at the end).
+    """
+    cdef floating acc[2 * TAPS * TILE]
+    cdef Py_ssize_t i, j, jj
+    cdef Py_ssize_t o0 = offsets[0], o1 = offsets[1], o2 = offsets[2], o3 = offsets[3]
+    cdef Py_ssize_t o4 = offsets[4], o5 = offsets[5], o6 = offsets[6], o7 = offsets[7]
+    cdef Py_ssize_t o8 = offsets[8], o9 = offsets[9], o10 = offsets[10], o11 = offsets[11]
+    cdef const floating* g
+    cdef const floating* xb
+    for jj in range(2 * TAPS * TILE):
+        acc[jj] = 0
+    for i in range(H_out):
+        g = gy_t + i * W_out * OP
+        xb = xs + i * row_step
+        for j in range(W_out):
+            axpyv(&acc[0 * TILE], xb[o0], g)
+            axpyv(&acc[1 * TILE], xb[o0], g + TILE)
+            axpyv(&acc[2 * TILE], xb[o1], g)
+            axpyv(&acc[3 * TILE], xb[o1], g + TILE)
+            axpyv(&acc[4 * TILE], xb[o2], g)
+            axpyv(&acc[5 * TILE], xb[o2], g + TILE)
+            axpyv(&acc[6 * TILE], xb[o3], g)
+            axpyv(&acc[7 * TILE], xb[o3], g + TILE)
+            axpyv(&acc[8 * TILE], xb[o4], g)
+            axpyv(&acc[9 * TILE], xb[o4], g + TILE)
+            axpyv(&acc[10 * TILE], xb[o5], g)
+            axpyv(&acc[11 * TILE], xb[o5], g + TILE)
+            axpyv(&acc[12 * TILE], xb[o6], g)
+            axpyv(&acc[13 * TILE], xb[o6], g + TILE)
+            axpyv(&acc[14 * TILE], xb[o7], g)
+            axpyv(&acc[15 * TILE], xb[o7], g + TILE)
+            axpyv(&acc[16 * TILE], xb[o8], g)
+            axpyv(&acc[17 * TILE], xb[o8], g + TILE)
+            axpyv(&acc[18 * TILE], xb[o9], g)
+            axpyv(&acc[19 * TILE], xb[o9], g + TILE)
+            axpyv(&acc[20 * TILE], xb[o10], g)
+            axpyv(&acc[21 * TILE], xb[o10], g + TILE)
+            axpyv(&acc[22 * TILE], xb[o11], g)
+            axpyv(&acc[23 * TILE], xb[o11], g + TILE)
+            g = g + OP
+            xb = xb + stride_w
+    for jj in range(2 * TAPS * TILE):
+        sums[jj] = acc[jj]
+
+
+def conv2d_grad_weight_by_channels(
+        const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
+        floating[:, :, ::1] partial, floating[:, ::1] padded, floating[:, ::1] gy_t,
+        floating[:, ::1] sums, const Py_ssize_t[::1] tap_offsets, Py_ssize_t Hp, Py_ssize_t Wp,
+        Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
+        Py_ssize_t groups, int num_threads):
+    """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * x under tap k, over the
+    (image, group) tasks thread t ran (the caller adds the threads up).
+
+    The same sum as conv2d_grad_weight, vectorised the other way round: over TILE output
+    channels instead of TILE output columns (channel_tap_tile). Each task copies its input
+    planes, zero-padded, into padded (pad_rows with stride 1: (Hp, Cg, Wp), Hp and Wp
+    exactly the rows and columns the taps read) and its output gradient, transposed to
+    positions x channels, into gy_t (H_out*W_out, OP), OP = out_g rounded up to 2*TILE (the
+    extra channels zero, and dropped). partial (threads, C_out, R12) with R12 = Cg*kH*kW
+    rounded up to 12, zero on entry; tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of
+    output (0, 0) lies in padded (the taps past R repeat tap 0, and are dropped). sums
+    (threads, 24 * TILE) is a workspace.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
+    cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, HW = H_out * W_out
+    cdef Py_ssize_t OP = gy_t.shape[1] // HW if HW > 0 else 0, R12 = tap_offsets.shape[0]
+    cdef Py_ssize_t task, t, n, g, co, pos, p0, cb, kg, k, v, l
+    cdef floating* buf
+    cdef floating* gt
+    cdef floating* s
+    cdef const floating* src
+
+    # static: every run hands the same tasks to the same thread, so the partial sums (and
+    # the rounding of the gradient) are the same from run to run
+    for task in prange(N * groups, nogil=True, schedule="static", num_threads=num_threads):
+        n = task // groups
+        g = task % groups
+        t = threadid()
+        buf = &padded[t, 0]
+        gt = &gy_t[t, 0]
+        s = &sums[t, 0]
+        pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, 1, Wp, buf)
+        for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos], 16
+            for co in range(out_g):       # positions at a time (their rows of gt stay in L1)
+                src = &grad_y[n, g * out_g + co, 0, 0]
+                for pos in range(p0, min(p0 + 16, HW)):
+                    gt[pos * OP + co] = src[pos]
+            if OP > out_g:
+                for pos in range(p0, min(p0 + 16, HW)):
+                    memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
+        for cb in range(OP // (2 * TILE)):                 # channels 2*TILE*cb ...
+            for kg in range(R12 // TAPS):                  # taps 12*kg ...
+                channel_tap_tile(gt + cb * 2 * TILE, OP, buf, &tap_offsets[kg * TAPS], H_out,
+                                 W_out, stride_h * Cg * Wp, stride_w, s)
+                for k in range(TAPS):
+                    for v in range(2):
+                        for l in range(TILE):
+                            co = cb * 2 * TILE + v * TILE + l
+                            if co < out_g:
+                                partial[t, g * out_g + co, kg * TAPS + k] += s[(2 * k + v) * TILE + l]
