@@ -221,6 +221,36 @@ def test_blocked_forward_across_row_chunks(out_h, stride_h, dilation, c_out, out
         assert_matches(y, R.conv2d(x, w, b, (stride_h, 1), dilation, dilation), dtype, 27)
 
 
+@pytest.mark.parametrize("l1_bytes", [1, 2000])       # 1 channel a chunk, a few channels
+@pytest.mark.parametrize("out_h, out_w", [(7, 9), (6, 16), (13, 28), (2, 5)])
+@pytest.mark.parametrize("dilation, groups", [(1, 1), (2, 1), (1, 2)])
+def test_blocked_forward_sums_the_channels_in_chunks(l1_bytes, out_h, out_w, dilation, groups,
+                                                     monkeypatch):
+    """Rows of tiles summed a chunk of input channels at a time, each chunk adding to the
+    sums so far (tiles that stick out take all channels at once): the reference's values,
+    with 4-channel blocks and channels left over, every tile height and width."""
+    monkeypatch.setattr(conv_module, "BLOCKED_L1_BYTES", l1_bytes)
+    rng = np.random.default_rng(out_h * 100 + out_w + dilation)
+    pad = dilation
+    for dtype in DTYPES:
+        x, w, b = random_problem(rng, (2, 10, out_h, out_w), (18, 10 // groups, 3, 3), dtype)
+        y = K.conv2d(x, w, b, 1, pad, dilation, groups, algorithm="blocked")
+        assert_matches(y, R.conv2d(x, w, b, 1, pad, dilation, groups), dtype, 90)
+
+
+def test_blocked_forward_chunks_of_channels_fit_the_l1_budget():
+    """As few chunks as keep a chunk's rows within BLOCKED_L1_BYTES, of even sizes."""
+    budget = conv_module.BLOCKED_L1_BYTES
+    row_bytes = 8 * 66 * 4                                   # 6-row tile, 3x3, Wp = 66
+    per_chunk = conv_module._chunk_taps(64, (3, 3), 66, 1, 1, 4) // 9
+    assert per_chunk * row_bytes <= budget
+    chunks = -(-64 // per_chunk)
+    assert -(-64 // (chunks - 1)) * row_bytes > budget        # one chunk fewer would not fit
+    # the 7x7 stride-2 stem: 17 rows of 230 values, 15.6 KB a channel: chunks of 2 and 1
+    assert conv_module._chunk_taps(3, (7, 7), 230, 2, 1, 4) == 2 * 49
+    assert conv_module._chunk_taps(3, (7, 7), 230, 2, 1, 4) // 49 * 17 * 230 * 4 <= budget
+
+
 @pytest.mark.parametrize("c_out, groups", [(64, 1), (64, 4), (14, 2), (5, 1)])
 def test_blocked_weight_packing_puts_each_blocks_4_channels_side_by_side(c_out, groups):
     """_conv_blocked.pack_blocks against its formula written with NumPy views:

@@ -110,10 +110,27 @@ cdef inline void store_tiles(floating* acc, floating* y, Py_ssize_t count,
             y[k * stride + jj] = acc[k * TILE + jj]
 
 
+cdef inline void start_tile(floating* acc, Py_ssize_t height, const floating* bias4, floating* y,
+                            Py_ssize_t channel_stride, Py_ssize_t row_stride,
+                            bint accumulate) noexcept nogil:
+    """The accumulators of a tile of 4 channels x ``height`` rows, acc[(height*b + r) * TILE
+    + jj]: the bias, or (accumulate) the sums of the channels before, read back from y."""
+    cdef Py_ssize_t b, r, jj
+    for b in range(BLOCK):
+        if accumulate:
+            for r in range(height):
+                for jj in range(TILE):
+                    acc[(height * b + r) * TILE + jj] = y[b * channel_stride + r * row_stride + jj]
+        else:
+            prefetch_rows(y + b * channel_stride, height, row_stride)
+            for jj in range(height * TILE):
+                acc[height * b * TILE + jj] = bias4[b]
+
+
 cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_t taps,
                                const Py_ssize_t* offsets, Py_ssize_t next_row,
                                const floating* bias4, floating* y, Py_ssize_t channel_stride,
-                               Py_ssize_t row_stride) noexcept nogil:
+                               Py_ssize_t row_stride, bint accumulate) noexcept nogil:
     """4 output channels x 3 rows x TILE columns:
 
         y[b, r, jj] = bias4[b] + sum over taps k of wb[k, b] * xs[offsets[k] + r * next_row + jj]
@@ -128,10 +145,7 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
-    for b in range(BLOCK):
-        prefetch_rows(y + b * channel_stride, 3, row_stride)
-        for jj in range(3 * TILE):
-            acc[3 * b * TILE + jj] = bias4[b]
+    start_tile(acc, 3, bias4, y, channel_stride, row_stride, accumulate)
     for k in range(taps):
         x0 = xs + offsets[k]
         x1 = x0 + next_row
@@ -156,17 +170,14 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
 cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssize_t taps,
                                  const Py_ssize_t* offsets, Py_ssize_t next_row,
                                  const floating* bias4, floating* y, Py_ssize_t channel_stride,
-                                 Py_ssize_t row_stride) noexcept nogil:
+                                 Py_ssize_t row_stride, bint accumulate) noexcept nogil:
     """tile_channels with 2 rows instead of 3 (8 accumulators), for the last rows of a plane
     when their number is not a multiple of 3."""
     cdef floating acc[2 * BLOCK * TILE]
     cdef Py_ssize_t k, b, jj
     cdef const floating* x0
     cdef const floating* x1
-    for b in range(BLOCK):
-        prefetch_rows(y + b * channel_stride, 2, row_stride)
-        for jj in range(2 * TILE):
-            acc[2 * b * TILE + jj] = bias4[b]
+    start_tile(acc, 2, bias4, y, channel_stride, row_stride, accumulate)
     for k in range(taps):
         x0 = xs + offsets[k]
         x1 = x0 + next_row
@@ -186,17 +197,14 @@ cdef inline void tile_channels_2(const floating* xs, const floating* wb, Py_ssiz
 cdef inline void tile_channels_6(const floating* xs, const floating* wb, Py_ssize_t taps,
                                  const Py_ssize_t* offsets, Py_ssize_t next_row,
                                  const floating* bias4, floating* y, Py_ssize_t channel_stride,
-                                 Py_ssize_t row_stride) noexcept nogil:
+                                 Py_ssize_t row_stride, bint accumulate) noexcept nogil:
     """tile_channels with 6 rows instead of 3 (24 accumulators), where the registers hold
     them (float32 with AVX-512: 32 vector registers): each input vector loaded still feeds
     4 accumulators, each weight 6, so fewer loads per multiply-add."""
     cdef floating acc[6 * BLOCK * TILE]
     cdef Py_ssize_t k, b, jj
     cdef const floating* x0
-    for b in range(BLOCK):
-        prefetch_rows(y + b * channel_stride, 6, row_stride)
-        for jj in range(6 * TILE):
-            acc[6 * b * TILE + jj] = bias4[b]
+    start_tile(acc, 6, bias4, y, channel_stride, row_stride, accumulate)
     for k in range(taps):
         x0 = xs + offsets[k]
         axpyv(&acc[0 * TILE], wb[0], x0)
@@ -267,33 +275,44 @@ cdef inline void tail_tile_channels(const floating* xs, const floating* wb, Py_s
 
 
 cdef void channel_tiles(const floating* xs, const floating* wb, Py_ssize_t taps,
-                        const Py_ssize_t* offsets, Py_ssize_t next_row, const floating* bias4,
-                        floating* y, Py_ssize_t L, Py_ssize_t W_out, Py_ssize_t height,
-                        Py_ssize_t rows, floating* scratch) noexcept nogil:
-    """A row of tiles of 4 output channels x ``height`` (2 or 3) rows across the output width.
+                        const Py_ssize_t* offsets, Py_ssize_t k0, Py_ssize_t k1,
+                        Py_ssize_t next_row, const floating* bias4, floating* y, Py_ssize_t L,
+                        Py_ssize_t W_out, Py_ssize_t height, Py_ssize_t rows,
+                        floating* scratch) noexcept nogil:
+    """A row of tiles of 4 output channels x ``height`` (2, 3 or 6) rows across the output
+    width, summed over the taps k0 <= k < k1 of the ``taps`` (added to y unless k0 = 0).
 
     y: the output at the first row and column, channel planes L apart, rows W_out apart;
-    only the first ``rows`` rows and W_out columns are kept (the rest goes to scratch).
+    only the first ``rows`` rows and W_out columns are kept. Tiles that stick out go through
+    scratch, all taps at once, with the first range of taps (k0 = 0).
     """
     cdef Py_ssize_t tile, jt, b, width
     cdef Py_ssize_t tiles = W_out // TILE if W_out % TILE <= TILE // 2 else W_out // TILE + 1
+    cdef const floating* wk = wb + k0 * BLOCK
+    cdef const Py_ssize_t* ok = offsets + k0
+    cdef bint more = k0 > 0
     for tile in range(tiles):        # (a tail of TILE/2 or fewer columns: tail_tile_channels)
         jt = tile * TILE
         width = min(TILE, W_out - jt)
         if width == TILE and rows == height:
             if height == 6:
-                tile_channels_6(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+                tile_channels_6(xs + jt, wk, k1 - k0, ok, next_row, bias4, y + jt, L, W_out, more)
             elif height == 3:
-                tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+                tile_channels(xs + jt, wk, k1 - k0, ok, next_row, bias4, y + jt, L, W_out, more)
             else:
-                tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, y + jt, L, W_out)
+                tile_channels_2(xs + jt, wk, k1 - k0, ok, next_row, bias4, y + jt, L, W_out, more)
+            continue
+        if more:
             continue
         if height == 6:
-            tile_channels_6(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 6 * TILE, TILE)
+            tile_channels_6(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 6 * TILE, TILE,
+                            False)
         elif height == 3:
-            tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 3 * TILE, TILE)
+            tile_channels(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 3 * TILE, TILE,
+                          False)
         else:
-            tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 2 * TILE, TILE)
+            tile_channels_2(xs + jt, wb, taps, offsets, next_row, bias4, scratch, 2 * TILE, TILE,
+                            False)
         for b in range(BLOCK):                              # output channel b of the block
             keep_inside(scratch + b * height * TILE, y + jt + b * L, rows, W_out, width)
 
@@ -373,6 +392,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    const floating[:, ::1] w_matrix, const floating[::1] bias,
                    const Py_ssize_t[::1] offsets, floating[:, :, :, ::1] y,
                    floating[:, ::1] padded, floating[:, ::1] scratch, Py_ssize_t chunk,
+                   Py_ssize_t chunk_taps,
                    Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h, Py_ssize_t stride_w,
                    Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
     """y = conv2d(x, w) + bias; one (image, group, chunk of ``chunk`` output rows) per task.
@@ -384,9 +404,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     reach = dilation_h * (kH - 1) + 1: the input rows the taps of one output row span. A
     chunk whose tiles cover R output rows (tile_rows_for) reads (R - 1) * stride_h + reach
     padded rows of Cg * Wp values; padded (threads, that many for the largest chunk: see
-    conv._padded_size, which must agree with tile_rows_for) and scratch (threads, 96) are
+    conv._padded_size, which must agree with tile_rows_for) and scratch (threads, 24 * TILE) are
     per-thread workspaces. Any ``chunk`` works; with a multiple of 24 (whole tiles of 3, 6
-    and 8 rows) only the last chunk of a plane has tile rows sticking out.
+    and 8 rows) only the last chunk of a plane has tile rows sticking out. Each row of
+    tiles is summed ``chunk_taps`` taps (whole input channels) at a time over all its
+    blocks and tiles, each chunk adding to the sums of the one before, so that a chunk's
+    input rows stay in the L1 cache while they are read again and again (the tiles that
+    stick out, through scratch, sum all taps at once).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
@@ -394,6 +418,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t taps = offsets.shape[0], L = H_out * W_out, next_row = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
     cdef Py_ssize_t task, t, n, g, b, co, r, i, i0, end, tile, jt, width, rows, height, padded_rows
+    cdef Py_ssize_t k, k0, k1
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
@@ -420,11 +445,14 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             else:
                 height = 2 if end - i in (1, 2, 4) else 3
             rows = min(height, end - i)
-            for b in range(blocks):
-                co = g * out_g + b * BLOCK
-                channel_tiles(buf + (i - i0) * next_row, &w_blocks[g, b, 0, 0], taps,
-                              &offsets[0], next_row, &bias[co], &y[n, co, i, 0], L, W_out,
-                              height, rows, tmp)
+            for k in range((taps + chunk_taps - 1) // chunk_taps):
+                k0 = k * chunk_taps                        # the taps of a few channels at a
+                k1 = min(k0 + chunk_taps, taps)            # time, whose input rows stay in L1
+                for b in range(blocks):
+                    co = g * out_g + b * BLOCK
+                    channel_tiles(buf + (i - i0) * next_row, &w_blocks[g, b, 0, 0], taps,
+                                  &offsets[0], k0, k1, next_row, &bias[co], &y[n, co, i, 0], L,
+                                  W_out, height, rows, tmp)
             i = i + rows
         if 0 < W_out % TILE <= TILE // 2:                  # the last columns, 6 rows at a time
             jt = W_out - W_out % TILE

@@ -274,6 +274,27 @@ def _padded_size(out_h: int, out_w: int, kernel: tuple, stride: tuple, dilation:
     return (rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1, stride[1] * phase
 
 
+#: Bytes of input rows the blocked forward tiles should find in the L1 cache: a tile sums
+#: the channels in chunks whose rows fit in it (see _chunk_taps).
+BLOCKED_L1_BYTES = 2**15
+
+
+def _chunk_taps(cg: int, kernel: tuple, wp: int, stride_h: int, dilation_h: int,
+                itemsize: int) -> int:
+    """Taps (whole channels of kH*kW) the blocked forward kernel sums over every tile of a
+    row of tiles before it moves on to the next channels (adding to the sums so far).
+
+    A 6-row tile reads 5 * stride_h + dilation_h * (kH - 1) + 1 padded rows of each
+    channel; the chunks are as few, and as even, as keep those rows of one chunk within
+    BLOCKED_L1_BYTES, so that the 4-channel blocks and tiles along the row that follow find
+    them in the L1 cache instead of fetching them again from L2.
+    """
+    rows = 5 * stride_h + dilation_h * (kernel[0] - 1) + 1
+    fit = max(1, BLOCKED_L1_BYTES // (rows * wp * itemsize))
+    chunks = -(-cg // fit)
+    return -(-cg // chunks) * kernel[0] * kernel[1]
+
+
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked."""
     c_out, cg, kh, kw = weight.shape
@@ -289,7 +310,9 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     _conv_blocked.conv2d_forward(x, w_blocks, w_matrix, bias,
                                  _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y,
-                                 padded, scratch, CHUNK_ROWS, dilation[0] * (kh - 1) + 1, wp,
+                                 padded, scratch, CHUNK_ROWS,
+                                 _chunk_taps(cg, (kh, kw), wp, stride[0], dilation[0], x.itemsize),
+                                 dilation[0] * (kh - 1) + 1, wp,
                                  stride[0], stride[1], pad_top, pad_left, groups, threads)
     return y
 
