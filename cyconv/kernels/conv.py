@@ -73,7 +73,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     the 3x3 stride-1 forward passes and input gradients with many channels on wide enough
     images (WINOGRAD_MIN_SIZES); the blocked kernels win the other forward passes; the
     input gradient (a forward convolution with C_in/groups output channels) where those
-    come in whole tiles of 4, or are fewer than 4, and without dilation; and the weight
+    come in whole tiles of 4, or are fewer than 4, and without dilation (with it too, with
+    AVX-512's vectors of 16); and the weight
     gradient where it runs over output channels (grad_weight_by_channels), or with at most
     32 output channels per group where the output rows fill at least 3/4 of the lanes of
     their vectors (or a group has fewer than 4 output channels). The im2col matrix products
@@ -93,7 +94,7 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
             return "blocked"
         in_per_group = g.in_channels // g.groups
         if (computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0)
-                and g.dilation == (1, 1)):
+                and (g.dilation == (1, 1) or TILE == 16)):
             return "blocked"
         if computing == "grad_weight" and (
                 grad_weight_by_channels(g) or (out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
