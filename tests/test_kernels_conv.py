@@ -337,15 +337,19 @@ def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_val
     np.testing.assert_allclose(gw[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("out_g, cg, kernel, expected", [
-    (64, 64, 3, True), (48, 8, 3, True), (32, 4, 3, True),
-    (16, 64, 3, False),       # half of 2 vectors of 16 channels
-    (64, 1, 5, False),        # 25 taps of 36
-    (64, 3, 7, True),         # 147 taps of 156
+@pytest.mark.parametrize("out_g, cg, kernel, width, expected", [
+    (64, 64, 3, 16, True), (48, 8, 3, 16, True), (32, 4, 3, 16, True),
+    (16, 64, 3, 16, False),   # half of 2 vectors of 16 channels, ...
+    (16, 64, 3, 8, True),     # ... but output rows of 8 fill half of the column tiles too
+    (8, 64, 3, 8, False),     # less than a vector of channels
+    (64, 1, 5, 16, False),    # 25 taps of 36
+    (64, 3, 7, 16, True),     # 147 taps of 156
 ])
-def test_grad_weight_by_channels_rule(out_g, cg, kernel, expected, monkeypatch):
+def test_grad_weight_by_channels_rule(out_g, cg, kernel, width, expected, monkeypatch):
     monkeypatch.setattr(conv_module, "TILE", 16)
-    geo = conv2d_geometry((2, cg, 10, 10), (out_g, cg, kernel, kernel), 1, 1, 1, 1)
+    geo = conv2d_geometry((2, cg, 10, width + kernel - 1), (out_g, cg, kernel, kernel), 1, 0,
+                          1, 1)
+    assert geo.out_w == width
     assert conv_module.grad_weight_by_channels(geo) is expected
     monkeypatch.setattr(conv_module, "TILE", 8)          # not with AVX vectors of 8
     assert conv_module.grad_weight_by_channels(geo) is False
@@ -632,9 +636,12 @@ def test_hand_worked_groups(algorithm):
     ((1, 8, 16, 16), (8, 1, 3, 3), 1, 8, "grad_weight", "blocked"),   # 1 channel
     ((1, 8, 9, 9), (8, 1, 3, 3), (1, 2), 8, "grad_weight", "blocked"),
     ((1, 4, 16, 16), (32, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 32 channels
-    ((1, 4, 18, 18), (33, 4, 3, 3), 1, 1, "grad_weight", "im2col"),   # 33 channels
-    # ... where the output rows fill at least 3/4 of the vectors' lanes
-    ((1, 4, 10, 10), (16, 4, 5, 5), 1, 1, "grad_weight",              # 8 of TILE columns
+    ((1, 4, 18, 18), (33, 4, 3, 3), 1, 1, "grad_weight",              # 33 channels (with
+     "blocked" if conv_module.TILE == 16 else "im2col"),              # AVX-512: by channels)
+    # ... where the output rows fill at least 3/4 of the vectors' lanes (with AVX-512,
+    # over output channels where they do not)
+    ((1, 4, 10, 10), (16, 4, 5, 5), 1, 1, "grad_weight", "blocked"),  # 8 of TILE columns
+    ((1, 1, 10, 10), (16, 1, 5, 5), 1, 1, "grad_weight",              # ... 25 taps of 36
      "blocked" if conv_module.TILE == 8 else "im2col"),
     ((1, 4, 24, 24), (16, 4, 3, 3), 1, 1, "grad_weight", "blocked"),  # 24 of 24 or 32
     # where blocked cannot (or should not) run: direct below 16 multiply-adds per output,

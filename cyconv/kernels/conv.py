@@ -121,15 +121,17 @@ def grad_weight_by_channels(g: geo.ConvGeometry) -> bool:
     (_conv_blocked.conv2d_grad_weight_by_channels) rather than over output columns.
 
     It does with vectors of 16 (AVX-512: its 24 accumulators fill the 32 registers), where
-    a group's output channels fill at least 3/4 of the tiles' 2 vectors and its taps
-    (C_in/groups * kH * kW) at least 3/4 of the tiles of 12: measured faster than both
-    the column tiles and im2col on every benchmark shape that passes this test.
+    a group's taps (C_in/groups * kH * kW) fill at least 3/4 of the tiles of 12, and its
+    output channels at least 3/4 of the tiles' 2 vectors, or at least one vector where the
+    output rows fill less than 3/4 of the column tiles' (8 columns of 16, say): measured
+    faster than both the column tiles and im2col on the benchmark shapes that pass.
     """
     out_g = g.out_channels // g.groups
     taps = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     channel_tile = 2 * TILE
-    return (TILE == 16 and out_g / (-(-out_g // channel_tile) * channel_tile) >= 0.75
-            and taps / (-(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS) >= 0.75)
+    channels_fill = out_g / (-(-out_g // channel_tile) * channel_tile)
+    return (TILE == 16 and taps / (-(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS) >= 0.75
+            and (channels_fill >= 0.75 or (out_g >= TILE and lanes_used(g.out_w) < 0.75)))
 
 
 def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str) -> str:
