@@ -158,24 +158,31 @@ def test_random_configs_match_reference(config, dtype, algorithm, bias, workspac
             check_all(x, w, b, algorithm, rng=rng, **hyper)
 
 
+def draw_config(draw, groups, c_in_per_group, c_out_per_group, max_padding, max_stride,
+                max_h, max_w):
+    """A convolution of 1-3 images with kernels up to 4x4, dilation up to 2 and the given
+    channels per group, bounds on padding, stride (h, w) and image size, as a dict of
+    input_shape, weight_shape, stride, padding, dilation and groups."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding)))
+    stride = (draw(st.integers(1, max_stride[0])), draw(st.integers(1, max_stride[1])))
+    h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), max_h))
+    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), max_w))
+    return dict(input_shape=(draw(st.integers(1, 3)), groups * c_in_per_group, h, w),
+                weight_shape=(groups * c_out_per_group, c_in_per_group) + kernel,
+                stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
 @st.composite
 def blocked_tile_configs(draw):
     """Convolutions sized across the blocked kernels' tile edges: 8 or 16 columns (the
-    build's vector), 2, 3, 6 and 8 rows, blocks of 4 output channels (of the output, and of the input gradient, which is a
-    convolution with C_in/groups outputs) and the channels left over; strides along the
-    width (the row phases of the padded planes); padding of every size, asymmetric too."""
-    groups = draw(st.integers(1, 3))
-    c_in = groups * draw(st.integers(1, 9))
-    c_out = groups * draw(st.integers(1, 9))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
-    h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 19))
-    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 37))
-    return dict(input_shape=(draw(st.integers(1, 3)), c_in, h, w),
-                weight_shape=(c_out, c_in // groups) + kernel,
-                stride=stride, padding=padding, dilation=dilation, groups=groups)
+    build's vector), 2, 3, 6 and 8 rows, blocks of 4 output channels (of the output, and of
+    the input gradient, which is a convolution with C_in/groups outputs) and the channels
+    left over; strides along the width (the row phases of the padded planes); padding of
+    every size, asymmetric too."""
+    return draw_config(draw, draw(st.integers(1, 3)), draw(st.integers(1, 9)),
+                       draw(st.integers(1, 9)), 3, (2, 3), 19, 37)
 
 
 @given(config=blocked_tile_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
@@ -290,18 +297,9 @@ def by_channels_configs(draw):
     """Weight gradients across the tiles of conv2d_grad_weight_by_channels: output channels
     per group around its 2 vectors (16 or 32 channels), taps (C_in/groups * kH * kW) around
     its tiles of 12; strides, dilations, padding and groups."""
-    groups = draw(st.integers(1, 2))
-    out_g = draw(st.sampled_from([1, 5, 15, 16, 17, 31, 32, 33, 48]))
-    cg = draw(st.integers(1, 5))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 12))
-    w = draw(st.integers(max(1, dilation[1] * (kernel[1] - 1) + 1 - 2 * padding[1]), 12))
-    return dict(input_shape=(draw(st.integers(1, 3)), groups * cg, h, w),
-                weight_shape=(groups * out_g, cg) + kernel,
-                stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return draw_config(draw, draw(st.integers(1, 2)), draw(st.integers(1, 5)),
+                       draw(st.sampled_from([1, 5, 15, 16, 17, 31, 32, 33, 48])), 2, (3, 3),
+                       12, 12)
 
 
 @given(config=by_channels_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
