@@ -349,8 +349,18 @@ def test_grad_weight_by_channels_rule(out_g, cg, kernel, width, expected, monkey
                           1, 1)
     assert geo.out_w == width
     assert conv_module.grad_weight_by_channels(geo) is expected
+    assert conv_module.grad_weight_by_channels(geo, np.float64) is False    # not in float64
     monkeypatch.setattr(conv_module, "TILE", 8)          # not with AVX vectors of 8
     assert conv_module.grad_weight_by_channels(geo) is False
+
+
+def test_auto_leaves_float64_weight_gradients_with_many_channels_to_im2col(monkeypatch):
+    """In float64 the weight gradient over output channels lost to im2col (and the column
+    tiles do not take more than 32 output channels a group)."""
+    monkeypatch.setattr(conv_module, "TILE", 16)
+    geo = conv2d_geometry((4, 64, 16, 16), (128, 64, 3, 3), 1, 1, 1, 1)
+    assert K.choose_algorithm(geo, "grad_weight") == "blocked"
+    assert K.choose_algorithm(geo, "grad_weight", np.float64) == "im2col"
 
 
 def test_auto_runs_the_weight_gradient_by_channels_where_the_rule_says(monkeypatch):
@@ -368,6 +378,7 @@ def test_auto_runs_the_weight_gradient_by_channels_where_the_rule_says(monkeypat
                                                 padding=1), dtype, 162)
     assert K.choose_algorithm(geo, "grad_weight") == (
         "blocked" if conv_module.TILE == 16 else "im2col")
+    assert K.choose_algorithm(geo, "grad_weight", np.float64) == "im2col"
     assert calls == ([np.float32] if conv_module.TILE == 16 else [])
 
 
@@ -672,9 +683,13 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
         blocked_entry = "conv2d_forward" if computing == "grad_input" else entry
         attribute = blocked_entry if name == "blocked" else entry
         monkeypatch.setattr(module, attribute, spy(name, getattr(module, attribute)))
+    if computing == "grad_weight":                   # ... or runs over output channels
+        by_channels = "conv2d_grad_weight_by_channels"
+        monkeypatch.setattr(conv_module._conv_blocked, by_channels,
+                            spy("blocked", getattr(conv_module._conv_blocked, by_channels)))
     rng = np.random.default_rng(6)
-    x, w, b = random_problem(rng, input_shape, weight_shape, np.float64)
-    gy = rng.standard_normal(geo.output_shape)
+    x, w, b = random_problem(rng, input_shape, weight_shape, np.float32)   # "auto"'s dtype
+    gy = rng.standard_normal(geo.output_shape).astype(np.float32)
     hyper = (stride, 1, 1, groups)
     if computing == "output":
         result, expected_value = K.conv2d(x, w, b, *hyper), R.conv2d(x, w, b, *hyper)
@@ -685,7 +700,7 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
         result = K.conv2d_grad_weight(gy, x, w.shape, *hyper)
         expected_value = R.conv2d_grad_weight(gy, x, w.shape, *hyper)
     assert set(calls) == {expected}
-    assert_matches(result, expected_value, np.float64, 600)
+    assert_matches(result, expected_value, np.float32, 600)
 
 
 def test_choose_algorithm_dilated_input_gradient_goes_to_im2col_with_vectors_of_8():

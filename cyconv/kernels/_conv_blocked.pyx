@@ -21,13 +21,18 @@ but in an order a CPU likes:
    4, or not a multiple of 4: 1 channel x 8 rows) is summed in 12 (or 8, or 24) local
    accumulators of TILE columns. In float32 the accumulators stay in vector registers for
    the whole sum over c, p, q, they do not wait on each other, and each input vector loaded
-   feeds 4 of them. (In float64, or without AVX, they may not all fit in the registers:
-   still correct, slower.) Where a row ends in TILE/2 or fewer columns past the last whole
-   tile, those columns of two rows share one vector (tail_tile_channels), so that no half
-   tile is wasted.
+   feeds 4 of them. (In float64 an accumulator of 16 columns takes two AVX-512 registers:
+   the 12 still fit in 32; with AVX2, or without AVX, they do not all fit in the registers:
+   still correct, slower.) A row of tiles is summed a chunk of input channels at a time
+   (each chunk adding to the sums so far), so that the chunk's rows stay in the L1 cache
+   while all the tiles of the row read them. Where a row ends in TILE/2 or fewer columns
+   past the last whole tile, those columns of two rows share one vector
+   (tail_tile_channels), so that no half tile is wasted.
 
 The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
-channels x 3 taps at once (the channels left over: 1 channel x 4 taps x 2 rows). The
+channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left over: 1
+channel x 4 taps x 2 rows), or, in conv2d_grad_weight_by_channels, vectors of TILE output
+channels instead of columns (2 vectors x 12 taps). The
 gradient of the input is a convolution too (of the output gradient with the flipped
 weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` when the stride is 1
 and the top and left padding are at most dilation * (kernel - 1).
@@ -134,6 +139,8 @@ cdef inline void tile_channels(const floating* xs, const floating* wb, Py_ssize_
     """4 output channels x 3 rows x TILE columns:
 
         y[b, r, jj] = bias4[b] + sum over taps k of wb[k, b] * xs[offsets[k] + r * next_row + jj]
+
+    (with ``accumulate``, y[b, r, jj] + the sum instead: a later chunk of channels)
 
     xs: the padded input under tap 0 of the tile's first cell; offsets[k]: where tap
     k = (c*kH + p)*kW + q is from there; wb: the block's weights as (taps, 4). The 12
@@ -437,7 +444,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         padded_rows = (tile_rows_for(end - i0) - 1) * stride_h + reach
         pad_rows(x, n, g * Cg, Cg, i0 * stride_h, padded_rows, pad_top, pad_left, stride_w, Wp,
                  buf)
-        # whole blocks of 4 output channels, 3 rows at a time; 2 rows for the last 1, 2 or 4
+        # whole blocks of 4 output channels, 3 rows at a time (6 in float32 with AVX-512);
+        # 2 rows for the last 1, 2 or 4
         i = i0                                             # i: first row of the tile
         while i < end:
             if floating is float and TILE == 16 and end - i >= 6:
@@ -608,7 +616,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
 
     The weight gradient summed over the (image, group) tasks thread t ran; the caller adds
     the threads up. Blocks of 4 output channels are summed 3 taps at a time, the channels
-    left over 4 taps at a time (6 at a time in float32 with AVX-512). partial
+    left over 4 taps at a time (the blocks take 6 at a time in float32 with AVX-512). partial
     (threads, C_out, R + 5) must be zero on entry (its 5 extra columns take the taps of the
     last block that do not exist); tap_offsets (R + 5,) holds where tap
     k = (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (see pad_rows; the 5

@@ -305,7 +305,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] count_h = np.empty(H_out, dtype), count_w = np.empty(W_out, dtype)
-    # each thread's shares (W_out) and spread row (W), on cache lines of their own
+    # each thread's shares (W_out) and spread row (W), rows a multiple of 64 bytes long
     cdef Py_ssize_t share_len = (W_out + 15) // 16 * 16, spread_len = (W + 15) // 16 * 16
     cdef floating[:, ::1] rows = np.empty((num_threads, share_len + spread_len), dtype)
     cdef Py_ssize_t s, i, j, p, q, w, w0

@@ -4,9 +4,9 @@
 from cython cimport floating
 
 
-# The machine's vector width for the blocked kernels (_conv_blocked): 16 floats (one AVX-512
-# register) where the compiler targets AVX-512, otherwise 8 (one AVX register). Their tiles
-# are CYCONV_VEC columns wide; the Winograd kernel keeps its tiles of 8 (the *8 helpers).
+# The machine's vector width for the register tiles (_conv_blocked, and the products of
+# _conv_winograd): 16 floats (one AVX-512 register) where the compiler targets AVX-512,
+# otherwise 8 (one AVX register). The Winograd transforms keep vectors of 8 (the *8 helpers).
 cdef extern from *:
     """
     #if defined(__AVX512F__)
@@ -17,19 +17,36 @@ cdef extern from *:
     #define CYCONV_LANES 0, 1, 2, 3, 4, 5, 6, 7
     #endif
     typedef float cyconv_floatv __attribute__((vector_size(CYCONV_VEC * 4), aligned(4), may_alias));
-    typedef double cyconv_doublev __attribute__((vector_size(CYCONV_VEC * 8), aligned(8), may_alias));
     typedef float cyconv_floath __attribute__((vector_size(CYCONV_VEC * 2), aligned(4), may_alias));
-    typedef double cyconv_doubleh __attribute__((vector_size(CYCONV_VEC * 4), aligned(8), may_alias));
     #define CYCONV_AXPYV_FLOAT(acc, w, x) (*(cyconv_floatv*)(acc) += (w) * *(const cyconv_floatv*)(x))
-    #define CYCONV_AXPYV_DOUBLE(acc, w, x) (*(cyconv_doublev*)(acc) += (w) * *(const cyconv_doublev*)(x))
     #define CYCONV_DOTV_FLOAT(acc, a, b) \
         (*(cyconv_floatv*)(acc) += *(const cyconv_floatv*)(a) * *(const cyconv_floatv*)(b))
-    #define CYCONV_DOTV_DOUBLE(acc, a, b) \
-        (*(cyconv_doublev*)(acc) += *(const cyconv_doublev*)(a) * *(const cyconv_doublev*)(b))
     #define CYCONV_PAIRV_FLOAT(dst, lo, hi) (*(cyconv_floatv*)(dst) = __builtin_shufflevector( \
         *(const cyconv_floath*)(lo), *(const cyconv_floath*)(hi), CYCONV_LANES))
-    #define CYCONV_PAIRV_DOUBLE(dst, lo, hi) (*(cyconv_doublev*)(dst) = __builtin_shufflevector( \
-        *(const cyconv_doubleh*)(lo), *(const cyconv_doubleh*)(hi), CYCONV_LANES))
+    /* doubles: in vectors of 8 (64 bytes, one AVX-512 register), two of them for 16 lanes;
+       one vector of 16 doubles (128 bytes) is wider than any register, and GCC then does
+       every operation through memory (about 10x slower) */
+    typedef double cyconv_double8v __attribute__((vector_size(64), aligned(8), may_alias));
+    typedef double cyconv_double4v __attribute__((vector_size(32), aligned(8), may_alias));
+    #if CYCONV_VEC == 16
+    #define CYCONV_AXPYV_DOUBLE(acc, w, x) do { \
+        ((cyconv_double8v*)(acc))[0] += (w) * ((const cyconv_double8v*)(x))[0]; \
+        ((cyconv_double8v*)(acc))[1] += (w) * ((const cyconv_double8v*)(x))[1]; } while (0)
+    #define CYCONV_DOTV_DOUBLE(acc, a, b) do { \
+        ((cyconv_double8v*)(acc))[0] += ((const cyconv_double8v*)(a))[0] * ((const cyconv_double8v*)(b))[0]; \
+        ((cyconv_double8v*)(acc))[1] += ((const cyconv_double8v*)(a))[1] * ((const cyconv_double8v*)(b))[1]; \
+    } while (0)
+    #define CYCONV_PAIRV_DOUBLE(dst, lo, hi) do { \
+        ((cyconv_double8v*)(dst))[0] = *(const cyconv_double8v*)(lo); \
+        ((cyconv_double8v*)(dst))[1] = *(const cyconv_double8v*)(hi); } while (0)
+    #else
+    #define CYCONV_AXPYV_DOUBLE(acc, w, x) \
+        (*(cyconv_double8v*)(acc) += (w) * *(const cyconv_double8v*)(x))
+    #define CYCONV_DOTV_DOUBLE(acc, a, b) \
+        (*(cyconv_double8v*)(acc) += *(const cyconv_double8v*)(a) * *(const cyconv_double8v*)(b))
+    #define CYCONV_PAIRV_DOUBLE(dst, lo, hi) (*(cyconv_double8v*)(dst) = __builtin_shufflevector( \
+        *(const cyconv_double4v*)(lo), *(const cyconv_double4v*)(hi), 0, 1, 2, 3, 4, 5, 6, 7))
+    #endif
     """
     enum: CYCONV_VEC
     void axpyv_float "CYCONV_AXPYV_FLOAT"(float* acc, float w, const float* x) noexcept nogil

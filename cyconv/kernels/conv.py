@@ -63,10 +63,11 @@ WINOGRAD_MIN_SIZES = ((64, 24), (128, 12))
 PASSES = ("output", "grad_input", "grad_weight")
 
 
-def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> str:
+def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
+                     dtype=np.float32) -> str:
     """The algorithm "auto" runs for one pass of this convolution: "winograd", "blocked",
     "direct" or "im2col"; ``computing`` is "output" (the forward pass), "grad_input" or
-    "grad_weight".
+    "grad_weight"; ``dtype`` that of the arrays (it matters for the weight gradient).
 
     The rule follows measurements on this project's machine (every algorithm on every pass
     of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): Winograd wins
@@ -78,7 +79,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
     gradient where it runs over output channels (grad_weight_by_channels), or with at most
     32 output channels per group where the output rows fill at least 3/4 of the lanes of
     their vectors (or a group has fewer than 4 output channels). The im2col matrix products
-    win the other gradients. (The rules are tuned for float32.)
+    win the other gradients. (The rules are tuned for float32; in float64 the weight
+    gradient over output channels lost to im2col, so it is left out.)
     """
     if computing not in PASSES:
         raise ValueError(f"computing must be one of {PASSES}, got {computing!r}")
@@ -97,7 +99,7 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output") -> s
                 and (g.dilation == (1, 1) or TILE == 16)):
             return "blocked"
         if computing == "grad_weight" and (
-                grad_weight_by_channels(g) or (out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
+                grad_weight_by_channels(g, dtype) or (out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
                                                and (out_per_group < BLOCK
                                                     or lanes_used(g.out_w) >= 0.75))):
             return "blocked"
@@ -116,11 +118,12 @@ def lanes_used(width: int) -> float:
 GRAD_WEIGHT_TAPS = 12
 
 
-def grad_weight_by_channels(g: geo.ConvGeometry) -> bool:
-    """Whether the blocked weight gradient (float32) runs vectorised over output channels
+def grad_weight_by_channels(g: geo.ConvGeometry, dtype=np.float32) -> bool:
+    """Whether the blocked weight gradient runs vectorised over output channels
     (_conv_blocked.conv2d_grad_weight_by_channels) rather than over output columns.
 
-    It does with vectors of 16 (AVX-512: its 24 accumulators fill the 32 registers), where
+    It does in float32 (in float64 its 24 accumulators need twice the registers there are)
+    with vectors of 16 (AVX-512: its 24 accumulators fill the 32 registers), where
     a group's taps (C_in/groups * kH * kW) fill at least 3/4 of the tiles of 12, and its
     output channels at least 3/4 of the tiles' 2 vectors, or at least one vector where the
     output rows fill less than 3/4 of the column tiles' (8 columns of 16, say): measured
@@ -130,14 +133,15 @@ def grad_weight_by_channels(g: geo.ConvGeometry) -> bool:
     taps = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     channel_tile = 2 * TILE
     channels_fill = out_g / (-(-out_g // channel_tile) * channel_tile)
-    return (TILE == 16 and taps / (-(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS) >= 0.75
+    return (TILE == 16 and np.dtype(dtype) == np.float32
+            and taps / (-(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS) >= 0.75
             and (channels_fill >= 0.75 or (out_g >= TILE and lanes_used(g.out_w) < 0.75)))
 
 
-def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str) -> str:
+def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str, dtype) -> str:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    return choose_algorithm(geometry, computing) if algorithm == "auto" else algorithm
+    return choose_algorithm(geometry, computing, dtype) if algorithm == "auto" else algorithm
 
 
 def _loop_args(g: geo.ConvGeometry) -> tuple:
@@ -364,9 +368,10 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
 
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
-    """The weight gradient with _conv_blocked: 4 channels x 3 taps (or 1 channel x 4 taps)
-    of the filters at a time; in float32, where grad_weight_by_channels says so, 2 vectors
-    of output channels x 12 taps (_blocked_grad_weight_by_channels).
+    """The weight gradient with _conv_blocked: 4 channels x 3 taps (x 6 taps in float32 with
+    AVX-512; the channels left over: 1 channel x 4 taps) of the filters at a time; where
+    grad_weight_by_channels says so, 2 vectors of output channels x 12 taps
+    (_blocked_grad_weight_by_channels).
 
     The tiles that stick out past the last column (or row) multiply a zero output gradient
     by whatever input lies there; if that input holds an inf or a NaN, 0 * inf = NaN would
@@ -374,7 +379,7 @@ def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     computed again with im2col, whose products are exactly the formula's, so the NaNs and
     infs are the reference's. (A finite result means no product was inf or NaN.)
     """
-    if x.dtype == np.float32 and grad_weight_by_channels(g):
+    if grad_weight_by_channels(g, x.dtype):
         return _blocked_grad_weight_by_channels(grad_y, x, g, threads)
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
@@ -501,7 +506,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     i*stride_h - pad_top + p*dilation_h, j*stride_w - pad_left + q*dilation_w]``.
     """
     x, weight, bias, g = geo.check_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    algorithm = _resolve(algorithm, g, "output")
+    algorithm = _resolve(algorithm, g, "output", x.dtype)
     threads = get_num_threads()
     if algorithm == "direct":
         y = np.empty(g.output_shape, x.dtype)
@@ -539,7 +544,7 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
     """
     grad_y, weight, g = geo.check_conv2d_grad_input(grad_output, weight, input_shape, stride,
                                                     padding, dilation, groups)
-    algorithm = _resolve(algorithm, g, "grad_input")
+    algorithm = _resolve(algorithm, g, "grad_input", weight.dtype)
     threads = get_num_threads()
     if algorithm == "winograd":
         _check_winograd(g, "grad_input")
@@ -574,7 +579,7 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
     """
     grad_y, x, g = geo.check_conv2d_grad_weight(grad_output, input, weight_shape, stride,
                                                 padding, dilation, groups)
-    algorithm = _resolve(algorithm, g, "grad_weight")
+    algorithm = _resolve(algorithm, g, "grad_weight", x.dtype)
     threads = get_num_threads()
     if algorithm == "direct":
         grad_w = np.empty(g.weight_shape, x.dtype)
