@@ -317,6 +317,87 @@ def test_blocked_weight_gradient_by_channels_matches_reference(config, dtype, th
                    geo.batch * geo.out_h * geo.out_w)
 
 
+@st.composite
+def forward_by_channels_configs(draw):
+    """Forward passes across the tiles of conv2d_forward_by_channels: output channels per
+    group around its 2 vectors (16 or 32 channels), rows around its 14 positions; stride 1
+    along the width, any along the height; dilations, padding and groups."""
+    config = draw_config(draw, draw(st.integers(1, 2)), draw(st.integers(1, 5)),
+                         draw(st.sampled_from([1, 15, 16, 17, 31, 32, 33, 48])), 2, (3, 1),
+                         12, 33)
+    return config
+
+
+@given(config=forward_by_channels_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
+       threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, threads, seed):
+    """The forward pass vectorised over output channels (called directly, whatever the build
+    and dtype "auto" would use it for), with chunks of rows of 1 to 24, against the
+    reference."""
+    rng = np.random.default_rng(seed)
+    x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    geo = conv2d_geometry(x.shape, w.shape, **hyper)
+    chunk_rows = conv_module.CHUNK_ROWS
+    conv_module.CHUNK_ROWS = seed % 24 + 1
+    try:
+        y = conv_module._blocked_conv_by_channels(x, w, b, np.empty(geo.output_shape, dtype),
+                                                  geo.padding[0], geo.padding[2],
+                                                  geo.stride[0], geo.dilation, geo.groups,
+                                                  threads)
+    finally:
+        conv_module.CHUNK_ROWS = chunk_rows
+    assert_matches(y, R.conv2d(x, w, b, **hyper), dtype, w[0].size)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(value):
+    """Its products are the formula's (the zero filters that pad its channel tiles, and the
+    positions past the row, are dropped): infs and NaNs as in the reference."""
+    rng = np.random.default_rng(12)
+    x, w, b = random_problem(rng, (2, 3, 7, 14), (20, 3, 3, 3), np.float32)
+    x[1, 2, 3, 13] = value
+    y = conv_module._blocked_conv_by_channels(x, w, b, np.empty((2, 20, 7, 14), np.float32),
+                                              1, 1, 1, (1, 1), 1, 2)
+    expected = R.conv2d(x, w, b, padding=1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert not finite.all()
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("out_g, width, stride_w, expected", [
+    (64, 28, 1, True), (64, 14, 1, True), (32, 56, 1, True), (24, 28, 1, True),
+    (16, 28, 1, False),        # half of 2 vectors of channels
+    (64, 32, 1, False),        # 32 positions of 42
+    (64, 13, 1, True),         # 13 of 14
+    (64, 28, 2, False),        # stride 2 along the width
+])
+def test_forward_by_channels_rule(out_g, width, stride_w, expected, monkeypatch):
+    monkeypatch.setattr(conv_module, "TILE", 16)
+    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float32) is expected
+    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float64) is False
+    monkeypatch.setattr(conv_module, "TILE", 8)
+    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float32) is False
+
+
+def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypatch):
+    """The forward pass and the input gradient (a forward convolution with C_in/groups
+    output channels) of a dilated 32-channel convolution on rows of 14."""
+    calls = []
+    real = conv_module._conv_blocked.conv2d_forward_by_channels
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_by_channels",
+                        lambda *args: calls.append(args[0].shape) or real(*args))
+    rng = np.random.default_rng(13)
+    x, w, b = random_problem(rng, (2, 32, 14, 14), (32, 32, 3, 3), np.float32)
+    y = K.conv2d(x, w, b, 1, 2, 2)
+    assert_matches(y, R.conv2d(x, w, b, 1, 2, 2), np.float32, 288)
+    gx = K.conv2d_grad_input(y, w, x.shape, 1, 2, 2)
+    assert_matches(gx, R.conv2d_grad_input(y, w, x.shape, 1, 2, 2), np.float32, 288)
+    assert len(calls) == (2 if conv_module.TILE == 16 else 0)
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_values(value):
     """Every product it sums is one of the formula's (the channels and taps that pad its

@@ -29,6 +29,10 @@ but in an order a CPU likes:
    past the last whole tile, those columns of two rows share one vector
    (tail_tile_channels), so that no half tile is wasted.
 
+conv2d_forward_by_channels computes the same sum vectorised over output channels instead
+(2 vectors of channels x 14 positions of a row), for rows whose width the column tiles
+fill badly.
+
 The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
 channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left over: 1
 channel x 4 taps x 2 rows), or, in conv2d_grad_weight_by_channels, vectors of TILE output
@@ -808,3 +812,110 @@ def conv2d_grad_weight_by_channels(
                             co = cb * 2 * TILE + v * TILE + l
                             if co < out_g:
                                 partial[t, g * out_g + co, kg * TAPS + k] += s[(2 * k + v) * TILE + l]
+
+
+# --- the forward pass vectorised over output channels ---------------------------------------
+
+cdef enum:
+    POSITIONS = 14    # output positions (along a row) per register tile of
+                      # conv2d_forward_by_channels (conv.py: FORWARD_POSITIONS)
+
+
+cdef inline void channel_position_tile(const floating* xs, const floating* wt, Py_ssize_t taps,
+                                       const Py_ssize_t* offsets, const floating* bias,
+                                       floating* out) noexcept nogil:
+    """out[(2*p + v) * TILE + l] = bias[v*TILE + l]
+                                   + sum over taps k of wt[k, v*TILE + l] * xs[offsets[k] + p]
+
+    for 14 output positions p along a row and 2 vectors v of output channels: 28
+    accumulators, each holding TILE output channels of one position. Per tap, the 2 weight
+    vectors are loaded once and each of the 14 input values is broadcast to both."""
+    cdef floating acc[2 * POSITIONS * TILE]
+    cdef Py_ssize_t k, p, l
+    cdef const floating* xk
+    cdef const floating* w0
+    for p in range(POSITIONS):
+        for l in range(2 * TILE):
+            acc[2 * p * TILE + l] = bias[l]
+    for k in range(taps):
+        xk = xs + offsets[k]
+        w0 = wt + k * 2 * TILE
+        axpyv(&acc[0 * TILE], xk[0], w0)
+        axpyv(&acc[1 * TILE], xk[0], w0 + TILE)
+        axpyv(&acc[2 * TILE], xk[1], w0)
+        axpyv(&acc[3 * TILE], xk[1], w0 + TILE)
+        axpyv(&acc[4 * TILE], xk[2], w0)
+        axpyv(&acc[5 * TILE], xk[2], w0 + TILE)
+        axpyv(&acc[6 * TILE], xk[3], w0)
+        axpyv(&acc[7 * TILE], xk[3], w0 + TILE)
+        axpyv(&acc[8 * TILE], xk[4], w0)
+        axpyv(&acc[9 * TILE], xk[4], w0 + TILE)
+        axpyv(&acc[10 * TILE], xk[5], w0)
+        axpyv(&acc[11 * TILE], xk[5], w0 + TILE)
+        axpyv(&acc[12 * TILE], xk[6], w0)
+        axpyv(&acc[13 * TILE], xk[6], w0 + TILE)
+        axpyv(&acc[14 * TILE], xk[7], w0)
+        axpyv(&acc[15 * TILE], xk[7], w0 + TILE)
+        axpyv(&acc[16 * TILE], xk[8], w0)
+        axpyv(&acc[17 * TILE], xk[8], w0 + TILE)
+        axpyv(&acc[18 * TILE], xk[9], w0)
+        axpyv(&acc[19 * TILE], xk[9], w0 + TILE)
+        axpyv(&acc[20 * TILE], xk[10], w0)
+        axpyv(&acc[21 * TILE], xk[10], w0 + TILE)
+        axpyv(&acc[22 * TILE], xk[11], w0)
+        axpyv(&acc[23 * TILE], xk[11], w0 + TILE)
+        axpyv(&acc[24 * TILE], xk[12], w0)
+        axpyv(&acc[25 * TILE], xk[12], w0 + TILE)
+        axpyv(&acc[26 * TILE], xk[13], w0)
+        axpyv(&acc[27 * TILE], xk[13], w0 + TILE)
+    for l in range(2 * POSITIONS * TILE):
+        out[l] = acc[l]
+
+
+def conv2d_forward_by_channels(
+        const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_t,
+        const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
+        floating[:, :, :, ::1] y, floating[:, ::1] padded, floating[:, ::1] scratch,
+        Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
+        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
+    """y = conv2d(x, w) + bias with stride 1 along the width, vectorised over output channels
+    (channel_position_tile); one (image, group, chunk of ``chunk`` output rows) per task.
+
+    w_t (groups, CB, Cg*kH*kW, 2*TILE): each group's output channels in blocks of 2*TILE,
+    tap-major, zero past the group's channels; bias_t (groups, CB * 2*TILE) likewise.
+    offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows
+    with stride 1: (rows, Cg, Wp)); Wp covers whole tiles of 14 positions. padded
+    (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) and scratch (threads,
+    28 * TILE) are workspaces.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
+    cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, CB = w_t.shape[1]
+    cdef Py_ssize_t taps = offsets.shape[0], row_step = stride_h * Cg * Wp
+    cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
+    cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width, p, l, co
+    cdef floating* buf
+    cdef floating* s
+
+    for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
+        n = (task % (N * groups)) // groups
+        g = task % groups
+        i0 = (task // (N * groups)) * chunk
+        end = min(i0 + chunk, H_out)
+        t = threadid()
+        buf = &padded[t, 0]
+        s = &scratch[t, 0]
+        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, (end - i0 - 1) * stride_h + reach, pad_top,
+                 pad_left, 1, Wp, buf)
+        for i in range(i0, end):
+            for cb in range(CB):
+                width = min(2 * TILE, out_g - cb * 2 * TILE)
+                for jt in range((W_out + POSITIONS - 1) // POSITIONS):
+                    j0 = jt * POSITIONS
+                    count = min(POSITIONS, W_out - j0)
+                    channel_position_tile(buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0],
+                                          taps, &offsets[0], &bias_t[g, cb * 2 * TILE], s)
+                    for l in range(width):             # y[co, i, j0 + p] = s[p, l]
+                        co = g * out_g + cb * 2 * TILE + l
+                        for p in range(count):
+                            y[n, co, i, j0 + p] = s[p * 2 * TILE + l]
