@@ -10,8 +10,10 @@ Four algorithms compute the same numbers:
   to read and learn from. It needs no workspace.
 - ``"blocked"``: ``_conv_blocked.pyx``, the same sum as direct loops reordered for the CPU:
   a zero-padded copy of the input planes, and tiles of 4 channels x 3 rows x 8 columns
-  (4 x 6 x 16 in float32 with AVX-512) summed in vector registers. Its input gradient
-  needs stride 1 and padding at most dilation * (kernel - 1).
+  (4 x 6 x 16 in float32 with AVX-512) summed in vector registers; in float32 with
+  AVX-512, where that fills the vectors better, vectors of 16 output channels instead
+  (forward_by_channels, grad_weight_by_channels). Its input gradient needs stride 1 and
+  padding at most dilation * (kernel - 1).
 - ``"im2col"``: ``_im2col.pyx`` copies the receptive fields of a band of output rows into
   the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
   runs that pipeline on its own bands. It wins the gradients where each output sums over
