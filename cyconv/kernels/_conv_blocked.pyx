@@ -877,14 +877,17 @@ def conv2d_forward_by_channels(
         const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
         floating[:, :, :, ::1] y, floating[:, ::1] padded, floating[:, ::1] scratch,
         Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
-        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups, int num_threads):
-    """y = conv2d(x, w) + bias with stride 1 along the width, vectorised over output channels
-    (channel_position_tile); one (image, group, chunk of ``chunk`` output rows) per task.
+        Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
+        int num_threads):
+    """y = conv2d(x, w) + bias, vectorised over output channels (channel_position_tile);
+    one (image, group, chunk of ``chunk`` output rows) per task. (With stride_w > 1 the
+    padded rows hold their stride phases, see pad_rows, so that the inputs one tap reads for
+    neighbouring positions still lie side by side.)
 
     w_t (groups, CB, Cg*kH*kW, 2*TILE): each group's output channels in blocks of 2*TILE,
     tap-major, zero past the group's channels; bias_t (groups, CB * 2*TILE) likewise.
-    offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows
-    with stride 1: (rows, Cg, Wp)); Wp covers whole tiles of 14 positions. padded
+    offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows:
+    (rows, Cg, Wp)); each phase of Wp covers whole tiles of 14 positions. padded
     (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) and scratch (threads,
     28 * TILE) are workspaces.
     """
@@ -906,7 +909,7 @@ def conv2d_forward_by_channels(
         buf = &padded[t, 0]
         s = &scratch[t, 0]
         pad_rows(x, n, g * Cg, Cg, i0 * stride_h, (end - i0 - 1) * stride_h + reach, pad_top,
-                 pad_left, 1, Wp, buf)
+                 pad_left, stride_w, Wp, buf)
         for i in range(i0, end):
             for cb in range(CB):
                 width = min(2 * TILE, out_g - cb * 2 * TILE)

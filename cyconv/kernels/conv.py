@@ -331,7 +331,7 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked: tiles over
     output columns, or over output channels where forward_by_channels says so."""
     if forward_by_channels(weight.shape[0] // groups, y.shape[3], stride[1], x.dtype):
-        return _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride[0],
+        return _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride,
                                          dilation, groups, threads)
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
@@ -353,9 +353,9 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     return y
 
 
-def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride_h, dilation,
+def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dilation,
                               groups, threads):
-    """y = conv2d(x, weight) + bias (stride 1 along the width) with
+    """y = conv2d(x, weight) + bias with
     _conv_blocked.conv2d_forward_by_channels: the weights of each group's output channels
     in blocks of 2 vectors, tap-major, zero filters past the group's channels."""
     c_out, cg, kh, kw = weight.shape
@@ -369,14 +369,16 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride_h, d
     if bias is not None:
         bias_t[:, :out_g] = bias.reshape(groups, out_g)
     positions = FORWARD_POSITIONS
-    wp = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1)
+    phase = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1) // stride[1]
+    wp = stride[1] * phase                              # each stride phase of a padded row
     reach = dilation[0] * (kh - 1) + 1
-    rows = (CHUNK_ROWS - 1) * stride_h + reach
+    rows = (CHUNK_ROWS - 1) * stride[0] + reach
     padded = _workspace("padded", threads, rows * cg * wp, x.dtype)
     scratch = _workspace("scratch_by_channels", threads, 2 * positions * TILE, x.dtype)
     _conv_blocked.conv2d_forward_by_channels(
-        x, w_t, bias_t, _tap_offsets(cg, (kh, kw), 1, dilation, wp), y, padded, scratch,
-        CHUNK_ROWS, reach, wp, stride_h, pad_top, pad_left, groups, threads)
+        x, w_t, bias_t, _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y, padded,
+        scratch, CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups,
+        threads)
     return y
 
 
