@@ -462,6 +462,24 @@ def test_auto_runs_the_weight_gradient_by_channels_where_the_rule_says(monkeypat
     assert calls == ([np.float32] if conv_module.TILE == 16 else [])
 
 
+@pytest.mark.parametrize("algorithm", ["blocked", "winograd", "auto"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_input_gradient_with_a_non_finite_weight_keeps_the_references_values(algorithm, value):
+    """The blocked and Winograd input gradients convolve the zero-padded output gradient
+    with the flipped weight; 0 * inf would put NaNs where the formula has no product (the
+    border: hand-worked, a 3x3 grad of ones and a weight of ones with w[0, 0, 0, 0] = inf
+    give [[inf, inf, 4], [inf, inf, 6], [4, 6, 4]]). A non-finite weight goes to im2col."""
+    w = np.ones((1, 1, 3, 3))
+    w[0, 0, 0, 0] = value
+    gx = K.conv2d_grad_input(np.ones((1, 1, 3, 3)), w, (1, 1, 3, 3), padding=1,
+                             algorithm=algorithm)
+    expected = R.conv2d_grad_input(np.ones((1, 1, 3, 3)), w, (1, 1, 3, 3), padding=1)
+    np.testing.assert_array_equal(gx, expected)
+    if value == np.inf:
+        np.testing.assert_array_equal(expected[0, 0], [[np.inf, np.inf, 4], [np.inf, np.inf, 6],
+                                                       [4, 6, 4]])
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_blocked_weight_gradient_keeps_the_references_non_finite_values(value):
     """An inf or NaN in an input column only the last tile's stick-out lanes read under tap

@@ -38,8 +38,9 @@ channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left o
 channel x 4 taps x 2 rows), or, in conv2d_grad_weight_by_channels, vectors of TILE output
 channels instead of columns (2 vectors x 12 taps). The
 gradient of the input is a convolution too (of the output gradient with the flipped
-weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` when the stride is 1
-and the top and left padding are at most dilation * (kernel - 1).
+weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` (or
+``conv2d_forward_by_channels``) when the stride is 1 and the top and left padding are at
+most dilation * (kernel - 1).
 
 Tiles that stick out past the right edge (or bottom row) of the output are computed in full
 and written to a scratch tile, of which only the part inside is kept. Before its sum, a tile

@@ -372,7 +372,7 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     phase = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1) // stride[1]
     wp = stride[1] * phase                              # each stride phase of a padded row
     reach = dilation[0] * (kh - 1) + 1
-    rows = (CHUNK_ROWS - 1) * stride[0] + reach
+    rows = (min(CHUNK_ROWS, y.shape[2]) - 1) * stride[0] + reach
     padded = _workspace("padded", threads, rows * cg * wp, x.dtype)
     scratch = _workspace("scratch_by_channels", threads, 2 * positions * TILE, x.dtype)
     _conv_blocked.conv2d_forward_by_channels(
@@ -604,17 +604,26 @@ def conv2d_grad_input(grad_output, weight, input_shape, stride=1, padding=0, dil
                                                     padding, dilation, groups)
     algorithm = _resolve(algorithm, g, "grad_input", weight.dtype)
     threads = get_num_threads()
-    if algorithm == "winograd":
-        _check_winograd(g, "grad_input")
-        return _winograd_grad_input(grad_y, weight, g, threads)
-    if algorithm == "blocked":
-        _check_blocked(g, "grad_input")
+    if algorithm in ("winograd", "blocked"):
+        (_check_winograd if algorithm == "winograd" else _check_blocked)(g, "grad_input")
+        if not np.isfinite(weight).all():
+            # both convolve the zero-padded output gradient with the flipped weight, and
+            # 0 * inf = NaN would land where the formula has no product: the matrix
+            # products of im2col multiply only what the formula multiplies
+            return _im2col_grad_input(grad_y, weight, g, threads)
+        if algorithm == "winograd":
+            return _winograd_grad_input(grad_y, weight, g, threads)
         return _blocked_grad_input(grad_y, weight, g, threads)
-    grad_x = np.zeros(g.input_shape, weight.dtype)
     if algorithm == "direct":
+        grad_x = np.zeros(g.input_shape, weight.dtype)
         _conv_direct.conv2d_grad_input(grad_y, weight, grad_x, *_loop_args(g), g.groups, threads)
         return grad_x
+    return _im2col_grad_input(grad_y, weight, g, threads)
 
+
+def _im2col_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
+    """The input gradient with _im2col: cols = w^T @ grad_y[block], added into the image."""
+    grad_x = np.zeros(g.input_shape, weight.dtype)
     images, _ = im2col_blocks(g, weight.itemsize, threads, whole_images=True)
     width = images * g.out_h * g.out_w
     per_group = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
