@@ -45,6 +45,24 @@ def assert_matches(actual, expected, dtype, terms=1):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
+def assert_same_non_finite(actual, expected):
+    """``actual`` has ``expected``'s NaNs and infs in the same places (there must be some),
+    and its values elsewhere (float32 tolerance)."""
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert not finite.all()
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
+def record_calls(monkeypatch, module, name):
+    """Replace module.name by a wrapper that records the dtype of its first argument in the
+    returned list, then calls it."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: calls.append(args[0].dtype) or real(*args))
+    return calls
+
+
 @contextmanager
 def im2col_band_bytes(nbytes):
     """Temporarily bound a thread's im2col columns (so images are cut into bands of rows)."""
@@ -358,12 +376,7 @@ def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(valu
     x[1, 2, 3, 13] = value
     y = conv_module._blocked_conv_by_channels(x, w, b, np.empty((2, 20, 7, 14), np.float32),
                                               1, 1, (1, 1), (1, 1), 1, 2)
-    expected = R.conv2d(x, w, b, padding=1)
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
-    finite = np.isfinite(expected)
-    assert not finite.all()
-    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    assert_same_non_finite(y, R.conv2d(x, w, b, padding=1))
 
 
 @pytest.mark.parametrize("out_g, width, stride_w, expected", [
@@ -384,10 +397,7 @@ def test_forward_by_channels_rule(out_g, width, stride_w, expected, monkeypatch)
 def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypatch):
     """The forward pass and the input gradient (a forward convolution with C_in/groups
     output channels) of a dilated 32-channel convolution on rows of 14."""
-    calls = []
-    real = conv_module._conv_blocked.conv2d_forward_by_channels
-    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_by_channels",
-                        lambda *args: calls.append(args[0].shape) or real(*args))
+    calls = record_calls(monkeypatch, conv_module._conv_blocked, "conv2d_forward_by_channels")
     rng = np.random.default_rng(13)
     x, w, b = random_problem(rng, (2, 32, 14, 14), (32, 32, 3, 3), np.float32)
     y = K.conv2d(x, w, b, 1, 2, 2)
@@ -406,13 +416,8 @@ def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_val
     x[0, 1, 2, 5] = value
     geo = conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1)
     gy = rng.standard_normal(geo.output_shape).astype(np.float32)
-    expected = R.conv2d_grad_weight(gy, x, w.shape)
     gw = conv_module._blocked_grad_weight_by_channels(gy, x, geo, 2)
-    np.testing.assert_array_equal(np.isnan(gw), np.isnan(expected))
-    np.testing.assert_array_equal(np.isinf(gw), np.isinf(expected))
-    finite = np.isfinite(expected)
-    assert not finite.all()
-    np.testing.assert_allclose(gw[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    assert_same_non_finite(gw, R.conv2d_grad_weight(gy, x, w.shape))
 
 
 @pytest.mark.parametrize("out_g, cg, kernel, width, expected", [
@@ -444,10 +449,8 @@ def test_auto_leaves_float64_weight_gradients_with_many_channels_to_im2col(monke
 
 
 def test_auto_runs_the_weight_gradient_by_channels_where_the_rule_says(monkeypatch):
-    calls = []
-    real = conv_module._conv_blocked.conv2d_grad_weight_by_channels
-    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_grad_weight_by_channels",
-                        lambda *args: calls.append(args[0].dtype) or real(*args))
+    calls = record_calls(monkeypatch, conv_module._conv_blocked,
+                         "conv2d_grad_weight_by_channels")
     rng = np.random.default_rng(11)
     x, w, _ = random_problem(rng, (2, 8, 9, 9), (32, 8, 3, 3), np.float32)
     geo = conv2d_geometry(x.shape, w.shape, 1, 1, 1, 1)
