@@ -292,6 +292,23 @@ def test_blocked_weight_packing_puts_each_blocks_4_channels_side_by_side(c_out, 
         np.testing.assert_array_equal(packed, expected)
 
 
+@pytest.mark.parametrize("c_out, groups", [(64, 1), (20, 1), (66, 2), (3, 3)])
+def test_weight_packing_in_blocks_of_2_vectors_pads_with_zero_filters(c_out, groups):
+    """The same packing in blocks of 2*TILE channels (the tiles over output channels):
+    w_blocks[g, b, k, j] = w_matrix[g*out_g + 2*TILE*b + j, k], 0 past the group's channels."""
+    rng = np.random.default_rng(c_out * 10 + groups)
+    taps, out_g, width = 9 * 2, c_out // groups, 2 * conv_module.TILE
+    blocks = -(-out_g // width)
+    for dtype in DTYPES:
+        w_matrix = rng.standard_normal((c_out, taps)).astype(dtype)
+        packed = np.full((groups, blocks, taps, width), np.nan, dtype)
+        conv_module._conv_blocked.pack_blocks(w_matrix, packed)
+        padded = np.zeros((groups, blocks * width, taps), dtype)
+        padded[:, :out_g] = w_matrix.reshape(groups, out_g, taps)
+        expected = padded.reshape(groups, blocks, width, taps).transpose(0, 1, 3, 2)
+        np.testing.assert_array_equal(packed, expected)
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 5, 48])
 @pytest.mark.parametrize("width, stride, dilation", [
     (conv_module.TILE + 5, 1, 1), (conv_module.TILE + conv_module.TILE // 2, 1, 1),

@@ -380,24 +380,28 @@ TILE_COLUMNS = TILE
 
 
 def pack_blocks(const floating[:, ::1] w_matrix, floating[:, :, :, ::1] w_blocks):
-    """w_blocks[g, b, k, j] = w_matrix[g*out_g + 4*b + j, k]: each group's whole blocks of 4
-    output channels, their 4 weights for tap k side by side (what the tiles broadcast).
+    """w_blocks[g, b, k, j] = w_matrix[g*out_g + width*b + j, k], width = w_blocks.shape[3]:
+    each group's blocks of ``width`` output channels, their weights for tap k side by side
+    (what the tiles broadcast, or load as vectors), 0 past the group's out_g channels.
 
-    w_matrix (C_out, Cg*kH*kW); w_blocks (groups, out_g // 4, Cg*kH*kW, 4). (NumPy's copy of
-    the same transposed view walks w_matrix with a large stride and took 50 us for a 64x64x3x3
-    weight.)
+    w_matrix (C_out, Cg*kH*kW); w_blocks (groups, blocks, Cg*kH*kW, width): the column tiles
+    take the whole blocks of 4 channels, the tiles over output channels blocks of 2 vectors.
+    (NumPy's copy of the same transposed view walks w_matrix with a large stride and took
+    50 us for a 64x64x3x3 weight.)
     """
     cdef Py_ssize_t groups = w_blocks.shape[0], blocks = w_blocks.shape[1]
-    cdef Py_ssize_t taps = w_blocks.shape[2], out_g = w_matrix.shape[0] // groups
-    cdef Py_ssize_t g, b, k, j
+    cdef Py_ssize_t taps = w_blocks.shape[2], width = w_blocks.shape[3]
+    cdef Py_ssize_t out_g = w_matrix.shape[0] // groups
+    cdef Py_ssize_t g, b, k, j, count
     cdef const floating* rows
     with nogil:
         for g in range(groups):
             for b in range(blocks):
-                rows = &w_matrix[g * out_g + b * BLOCK, 0]   # the block's 4 rows, taps apart
+                rows = &w_matrix[g * out_g + b * width, 0]   # the block's rows, taps apart
+                count = min(width, out_g - b * width)        # of the group's channels
                 for k in range(taps):
-                    for j in range(BLOCK):
-                        w_blocks[g, b, k, j] = rows[j * taps + k]
+                    for j in range(width):
+                        w_blocks[g, b, k, j] = rows[j * taps + k] if j < count else 0
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_blocks,

@@ -100,19 +100,23 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
         if (computing == "grad_input" and (in_per_group < 4 or in_per_group % 4 == 0)
                 and (g.dilation == (1, 1) or TILE == 16)):
             return "blocked"
-        if computing == "grad_weight" and (
-                grad_weight_by_channels(g, dtype) or (out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
-                                               and (out_per_group < BLOCK
-                                                    or lanes_used(g.out_w) >= 0.75))):
+        columns_fit = (out_per_group <= BLOCKED_MAX_GRAD_WEIGHT_CHANNELS
+                       and (out_per_group < BLOCK or lanes_used(g.out_w) >= 0.75))
+        if computing == "grad_weight" and (grad_weight_by_channels(g, dtype) or columns_fit):
             return "blocked"
     reduction = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
     return "direct" if reduction < DIRECT_MAX_REDUCTION else "im2col"
 
 
+def _fill(count: int, tile: int) -> float:
+    """The share of whole tiles of ``tile`` that ``count`` items fill: 8 of 16 fill half."""
+    return count / (-(-count // tile) * tile)
+
+
 def lanes_used(width: int) -> float:
     """The share of the lanes of the blocked kernels' vectors (TILE columns) that a row of
     ``width`` outputs fills: 8 columns fill half of a vector of 16."""
-    return width / (-(-width // TILE) * TILE)
+    return _fill(width, TILE)
 
 
 #: Taps per register tile of the weight gradient over output channels (and its vectors of
@@ -133,11 +137,10 @@ def grad_weight_by_channels(g: geo.ConvGeometry, dtype=np.float32) -> bool:
     """
     out_g = g.out_channels // g.groups
     taps = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
-    channel_tile = 2 * TILE
-    channels_fill = out_g / (-(-out_g // channel_tile) * channel_tile)
     return (TILE == 16 and np.dtype(dtype) == np.float32
-            and taps / (-(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS) >= 0.75
-            and (channels_fill >= 0.75 or (out_g >= TILE and lanes_used(g.out_w) < 0.75)))
+            and _fill(taps, GRAD_WEIGHT_TAPS) >= 0.75
+            and (_fill(out_g, 2 * TILE) >= 0.75
+                 or (out_g >= TILE and lanes_used(g.out_w) < 0.75)))
 
 
 def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str, dtype) -> str:
@@ -320,11 +323,9 @@ def forward_by_channels(out_channels_per_group: int, out_w: int, stride_w: int,
     lanes idle or pair their tails, and this kernel measured 10-23% faster; on rows of 30 or
     32 it was slower).
     """
-    out_g, channel_tile = out_channels_per_group, 2 * TILE
-    tiles = -(-out_w // FORWARD_POSITIONS)
     return (TILE == 16 and np.dtype(dtype) == np.float32 and stride_w == 1
-            and out_g / (-(-out_g // channel_tile) * channel_tile) >= 0.75
-            and out_w / (tiles * FORWARD_POSITIONS) >= 0.9)
+            and _fill(out_channels_per_group, 2 * TILE) >= 0.75
+            and _fill(out_w, FORWARD_POSITIONS) >= 0.9)
 
 
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
@@ -362,9 +363,8 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     out_g = c_out // groups
     channel_tile = 2 * TILE
     cb = -(-out_g // channel_tile)
-    w_t = np.zeros((groups, cb * channel_tile, cg * kh * kw), x.dtype)
-    w_t[:, :out_g] = weight.reshape(groups, out_g, -1)
-    w_t = np.ascontiguousarray(w_t.reshape(groups, cb, channel_tile, -1).transpose(0, 1, 3, 2))
+    w_t = np.empty((groups, cb, cg * kh * kw, channel_tile), x.dtype)
+    _conv_blocked.pack_blocks(np.ascontiguousarray(weight.reshape(c_out, -1)), w_t)
     bias_t = np.zeros((groups, cb * channel_tile), x.dtype)
     if bias is not None:
         bias_t[:, :out_g] = bias.reshape(groups, out_g)
