@@ -60,6 +60,11 @@ cdef enum:
     BLOCK = 4    # output channels (or rows, or weight taps) per tile
 
 
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0, and 0 for a <= 0."""
+    return (a + b - 1) // b if a > 0 else 0
+
+
 cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t count,
                    Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t pad_top, Py_ssize_t pad_left,
                    Py_ssize_t stride_w, Py_ssize_t Wp, floating* padded) noexcept nogil:
@@ -77,27 +82,34 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], Wm = Wp // stride_w
     cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)               # stride 1: first column inside x
     cdef Py_ssize_t hi = max(min(pad_left + W, Wp), lo)          # and one past the last
-    cdef Py_ssize_t c, r, h, phase, m, w
+    cdef Py_ssize_t c, r, h, phase, m, m_lo, m_hi
     cdef floating* row
-    cdef const floating* x_row
-    if stride_w == 1:        # zeros everywhere first (one call), then the image rows
-        memset(padded, 0, rows * count * Wp * sizeof(floating))
+    cdef floating* dst
+    cdef const floating* src
+    memset(padded, 0, rows * count * Wp * sizeof(floating))     # zeros first, then the image
     for c in range(count):
         for r in range(rows):
             h = r0 + r - pad_top
-            row = padded + (r * count + c) * Wp
             if h < 0 or h >= H:
-                if stride_w > 1:
-                    memset(row, 0, Wp * sizeof(floating))
-            elif stride_w == 1:
-                x_row = &x[n, c0 + c, h, 0]
-                memcpy(row + lo, x_row + lo - pad_left, (hi - lo) * sizeof(floating))
-            else:
-                x_row = &x[n, c0 + c, h, 0]
-                for phase in range(stride_w):
-                    for m in range(Wm):
-                        w = phase + m * stride_w - pad_left
-                        row[phase * Wm + m] = x_row[w] if 0 <= w < W else 0
+                continue
+            row = padded + (r * count + c) * Wp
+            if stride_w == 1:
+                memcpy(row + lo, &x[n, c0 + c, h, lo - pad_left], (hi - lo) * sizeof(floating))
+                continue
+            for phase in range(stride_w):
+                # entry m of this phase is image column phase + m * stride_w - pad_left:
+                # inside the image for m_lo <= m < m_hi
+                m_lo = min(ceil_div(pad_left - phase, stride_w), Wm)
+                m_hi = max(min(ceil_div(W + pad_left - phase, stride_w), Wm), m_lo)
+                dst = row + phase * Wm + m_lo
+                src = &x[n, c0 + c, h, phase + m_lo * stride_w - pad_left] if m_hi > m_lo else NULL
+                if stride_w == 2:            # the common case, a constant step gcc vectorises
+                    for m in range(m_hi - m_lo):
+                        dst[m] = src[2 * m]
+                else:
+                    for m in range(m_hi - m_lo):
+                        dst[m] = src[m * stride_w]
+
 
 
 cdef inline void prefetch_rows(floating* y, Py_ssize_t rows, Py_ssize_t row_stride) noexcept nogil:
