@@ -53,7 +53,8 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport CYCONV_VEC, axpyv, dotv, pairv, prefetch_for_write
+from ._vectors cimport (CYCONV_VEC, axpyv, dotv, pairv, prefetch_for_write,
+                       store_transposed16)
 
 cdef enum:
     TILE = CYCONV_VEC    # output columns per tile: one vector (16 floats with AVX-512, else 8)
@@ -840,13 +841,16 @@ cdef enum:
 
 cdef inline void channel_position_tile(const floating* xs, const floating* wt, Py_ssize_t taps,
                                        const Py_ssize_t* offsets, const floating* bias,
-                                       floating* out) noexcept nogil:
-    """out[(2*p + v) * TILE + l] = bias[v*TILE + l]
-                                   + sum over taps k of wt[k, v*TILE + l] * xs[offsets[k] + p]
+                                       floating* y, Py_ssize_t plane, Py_ssize_t channels,
+                                       Py_ssize_t count) noexcept nogil:
+    """y[c * plane + p] = bias[c] + sum over taps k of wt[k, c] * xs[offsets[k] + p]
 
-    for 14 output positions p along a row and 2 vectors v of output channels: 28
+    for 14 output positions p along a row and 2 vectors of output channels c < 2*TILE: 28
     accumulators, each holding TILE output channels of one position. Per tap, the 2 weight
-    vectors are loaded once and each of the 14 input values is broadcast to both."""
+    vectors are loaded once and each of the 14 input values is broadcast to both. Only the
+    first ``channels`` channels and ``count`` positions are written (output planes
+    ``plane`` apart), each vector of channels through a transpose (store_transposed16), so
+    that a plane receives its positions side by side."""
     cdef floating acc[2 * POSITIONS * TILE]
     cdef Py_ssize_t k, p, l
     cdef const floating* xk
@@ -885,15 +889,16 @@ cdef inline void channel_position_tile(const floating* xs, const floating* wt, P
         axpyv(&acc[25 * TILE], xk[12], w0 + TILE)
         axpyv(&acc[26 * TILE], xk[13], w0)
         axpyv(&acc[27 * TILE], xk[13], w0 + TILE)
-    for l in range(2 * POSITIONS * TILE):
-        out[l] = acc[l]
+    # acc[(2*p + v) * TILE + l] is channel v*TILE + l at position p
+    store_transposed16(acc, 2 * TILE, count, y, plane, min(channels, TILE))
+    if channels > TILE:
+        store_transposed16(acc + TILE, 2 * TILE, count, y + TILE * plane, plane, channels - TILE)
 
 
 def conv2d_forward_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_t,
         const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
-        floating[:, :, :, ::1] y, floating[:, ::1] padded, floating[:, ::1] scratch,
-        Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
+        floating[:, :, :, ::1] y, floating[:, ::1] padded, Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
         Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
         int num_threads):
     """y = conv2d(x, w) + bias, vectorised over output channels (channel_position_tile);
@@ -905,17 +910,15 @@ def conv2d_forward_by_channels(
     tap-major, zero past the group's channels; bias_t (groups, CB * 2*TILE) likewise.
     offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows:
     (rows, Cg, Wp)); each phase of Wp covers whole tiles of 14 positions. padded
-    (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) and scratch (threads,
-    28 * TILE) are workspaces.
+    (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) is a per-thread workspace.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, CB = w_t.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], row_step = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
-    cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width, p, l, co
+    cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width
     cdef floating* buf
-    cdef floating* s
 
     for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
         n = (task % (N * groups)) // groups
@@ -924,7 +927,6 @@ def conv2d_forward_by_channels(
         end = min(i0 + chunk, H_out)
         t = threadid()
         buf = &padded[t, 0]
-        s = &scratch[t, 0]
         pad_rows(x, n, g * Cg, Cg, i0 * stride_h, (end - i0 - 1) * stride_h + reach, pad_top,
                  pad_left, stride_w, Wp, buf)
         for i in range(i0, end):
@@ -934,8 +936,6 @@ def conv2d_forward_by_channels(
                     j0 = jt * POSITIONS
                     count = min(POSITIONS, W_out - j0)
                     channel_position_tile(buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0],
-                                          taps, &offsets[0], &bias_t[g, cb * 2 * TILE], s)
-                    for l in range(width):             # y[co, i, j0 + p] = s[p, l]
-                        co = g * out_g + cb * 2 * TILE + l
-                        for p in range(count):
-                            y[n, co, i, j0 + p] = s[p * 2 * TILE + l]
+                                          taps, &offsets[0], &bias_t[g, cb * 2 * TILE],
+                                          &y[n, g * out_g + cb * 2 * TILE, i, j0],
+                                          H_out * W_out, width, count)

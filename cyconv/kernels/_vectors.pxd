@@ -213,3 +213,75 @@ cdef inline void unzip8(floating* even, floating* odd, const floating* src) noex
         unzip8_float(even, odd, src)
     else:
         unzip8_double(even, odd, src)
+
+
+# A 16 x 16 transpose of floats, for tiles whose accumulators hold output channels of one
+# position each (vectorised over channels) and whose output planes want positions side by
+# side. With AVX-512 it is done in registers: 64 shuffles for 256 values, in four steps
+# (pairs of rows interleaved, then pairs of pairs, then 128-bit quarters twice); otherwise
+# one value at a time.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    static inline void cyconv_store_transposed16(const float* s, ptrdiff_t s_stride,
+                                                 ptrdiff_t rows, float* y, ptrdiff_t y_stride,
+                                                 ptrdiff_t columns) {
+        __m512 r[16], t[16], u[16];
+        __mmask16 keep = (__mmask16)((1u << rows) - 1u);
+        int i, j;
+        for (i = 0; i < 16; i++)      /* row i = s[i, 0:16]; zeros past the rows given */
+            r[i] = i < rows ? _mm512_loadu_ps(s + i * s_stride) : _mm512_setzero_ps();
+        for (i = 0; i < 16; i += 2) { /* per 128-bit quarter q: rows i, i+1 at columns 4q..4q+3 */
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (i = 0; i < 16; i += 4) { /* u[i+j], quarter q: column 4q+j of rows i..i+3 */
+            u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+            u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (j = 0; j < 4; j++) {     /* column 4q+j = quarter q of u[j], u[4+j], u[8+j], u[12+j] */
+            __m512 even = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);      /* quarters 0, 2 */
+            __m512 odd = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);       /* quarters 1, 3 */
+            __m512 even2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+            __m512 odd2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+            if (j < columns)
+                _mm512_mask_storeu_ps(y + j * y_stride, keep, _mm512_shuffle_f32x4(even, even2, 0x88));
+            if (4 + j < columns)
+                _mm512_mask_storeu_ps(y + (4 + j) * y_stride, keep, _mm512_shuffle_f32x4(odd, odd2, 0x88));
+            if (8 + j < columns)
+                _mm512_mask_storeu_ps(y + (8 + j) * y_stride, keep, _mm512_shuffle_f32x4(even, even2, 0xDD));
+            if (12 + j < columns)
+                _mm512_mask_storeu_ps(y + (12 + j) * y_stride, keep, _mm512_shuffle_f32x4(odd, odd2, 0xDD));
+        }
+    }
+    #else
+    static inline void cyconv_store_transposed16(const float* s, ptrdiff_t s_stride,
+                                                 ptrdiff_t rows, float* y, ptrdiff_t y_stride,
+                                                 ptrdiff_t columns) {
+        ptrdiff_t i, j;
+        for (j = 0; j < columns; j++)
+            for (i = 0; i < rows; i++)
+                y[j * y_stride + i] = s[i * s_stride + j];
+    }
+    #endif
+    """
+    void store_transposed16_float "cyconv_store_transposed16"(
+        const float* s, Py_ssize_t s_stride, Py_ssize_t rows, float* y, Py_ssize_t y_stride,
+        Py_ssize_t columns) noexcept nogil
+
+
+cdef inline void store_transposed16(const floating* s, Py_ssize_t s_stride, Py_ssize_t rows,
+                                    floating* y, Py_ssize_t y_stride,
+                                    Py_ssize_t columns) noexcept nogil:
+    """y[j * y_stride + i] = s[i * s_stride + j] for i < rows and j < columns (both <= 16)."""
+    cdef Py_ssize_t i, j
+    if floating is float:
+        store_transposed16_float(s, s_stride, rows, y, y_stride, columns)
+    else:
+        for j in range(columns):
+            for i in range(rows):
+                y[j * y_stride + i] = s[i * s_stride + j]

@@ -374,10 +374,9 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     reach = dilation[0] * (kh - 1) + 1
     rows = (min(CHUNK_ROWS, y.shape[2]) - 1) * stride[0] + reach
     padded = _workspace("padded", threads, rows * cg * wp, x.dtype)
-    scratch = _workspace("scratch_by_channels", threads, 2 * positions * TILE, x.dtype)
     _conv_blocked.conv2d_forward_by_channels(
         x, w_t, bias_t, _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y, padded,
-        scratch, CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups,
+        CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups,
         threads)
     return y
 
