@@ -396,24 +396,24 @@ def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(valu
     assert_same_non_finite(y, R.conv2d(x, w, b, padding=1))
 
 
-@pytest.mark.parametrize("out_g, width, stride_w, expected", [
-    (64, 28, 1, True), (64, 14, 1, True), (32, 56, 1, True), (24, 28, 1, True),
-    (16, 28, 1, False),        # half of 2 vectors of channels
-    (64, 32, 1, False),        # 32 positions of 42
-    (64, 13, 1, True),         # 13 of 14
-    (64, 28, 2, False),        # stride 2 along the width
+@pytest.mark.parametrize("out_g, width, expected", [
+    (64, 28, True), (64, 14, True), (32, 56, True), (24, 28, True),
+    (16, 28, False),        # half of 2 vectors of channels
+    (64, 32, False),        # 32 positions of 42
+    (64, 13, True),         # 13 of 14
 ])
-def test_forward_by_channels_rule(out_g, width, stride_w, expected, monkeypatch):
+def test_forward_by_channels_rule(out_g, width, expected, monkeypatch):
     monkeypatch.setattr(conv_module, "TILE", 16)
-    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float32) is expected
-    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float64) is False
+    assert conv_module.forward_by_channels(out_g, width, np.float32) is expected
+    assert conv_module.forward_by_channels(out_g, width, np.float64) is False
     monkeypatch.setattr(conv_module, "TILE", 8)
-    assert conv_module.forward_by_channels(out_g, width, stride_w, np.float32) is False
+    assert conv_module.forward_by_channels(out_g, width, np.float32) is False
 
 
 def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypatch):
     """The forward pass and the input gradient (a forward convolution with C_in/groups
-    output channels) of a dilated 32-channel convolution on rows of 14."""
+    output channels) of a dilated 32-channel convolution on rows of 14, and the forward pass
+    of a 7x7 stride-2 stem on rows of 28."""
     calls = record_calls(monkeypatch, conv_module._conv_blocked, "conv2d_forward_by_channels")
     rng = np.random.default_rng(13)
     x, w, b = random_problem(rng, (2, 32, 14, 14), (32, 32, 3, 3), np.float32)
@@ -421,7 +421,11 @@ def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypat
     assert_matches(y, R.conv2d(x, w, b, 1, 2, 2), np.float32, 288)
     gx = K.conv2d_grad_input(y, w, x.shape, 1, 2, 2)
     assert_matches(gx, R.conv2d_grad_input(y, w, x.shape, 1, 2, 2), np.float32, 288)
-    assert len(calls) == (2 if conv_module.TILE == 16 else 0)
+    x, w, b = random_problem(rng, (2, 3, 56, 56), (32, 3, 7, 7), np.float32)
+    y = K.conv2d(x, w, b, 2, 3)
+    assert y.shape == (2, 32, 28, 28)
+    assert_matches(y, R.conv2d(x, w, b, 2, 3), np.float32, 147)
+    assert len(calls) == (3 if conv_module.TILE == 16 else 0)
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])

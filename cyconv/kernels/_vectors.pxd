@@ -131,6 +131,7 @@ cdef extern from *:
         *(cyconv_double8*)(odd) = __builtin_shufflevector(a_, b_, 1, 3, 5, 7, 9, 11, 13, 15); \
     } while (0)
     #define CYCONV_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 3)
+    #define CYCONV_PREFETCH_FOR_READ(address) __builtin_prefetch((address), 0, 3)
     """
     void axpy8_float "CYCONV_AXPY8_FLOAT"(float* acc, float w, const float* x) noexcept nogil
     void axpy8_double "CYCONV_AXPY8_DOUBLE"(double* acc, double w, const double* x) noexcept nogil
@@ -149,6 +150,7 @@ cdef extern from *:
     void unzip8_float "CYCONV_UNZIP8_FLOAT"(float* even, float* odd, const float* src) noexcept nogil
     void unzip8_double "CYCONV_UNZIP8_DOUBLE"(double* even, double* odd, const double* src) noexcept nogil
     void prefetch_for_write "CYCONV_PREFETCH_FOR_WRITE"(const void* address) noexcept nogil
+    void prefetch_for_read "CYCONV_PREFETCH_FOR_READ"(const void* address) noexcept nogil
 
 
 cdef inline void axpy8(floating* acc, floating w, const floating* x) noexcept nogil:
