@@ -355,19 +355,22 @@ def test_blocked_weight_gradient_by_channels_matches_reference(config, dtype, th
 @st.composite
 def forward_by_channels_configs(draw):
     """Forward passes across the tiles of conv2d_forward_by_channels: output channels per
-    group around its 2 vectors (16 or 32 channels), rows around its 14 positions; strides
-    (the stride phases of the padded rows), dilations, padding and groups."""
+    group around its vectors (8, 16 or 32 channels), rows around its 14 or 28 positions
+    (and the 16 of one transpose); strides (the stride phases of the padded rows),
+    dilations, padding and groups."""
     return draw_config(draw, draw(st.integers(1, 2)), draw(st.integers(1, 5)),
-                       draw(st.sampled_from([1, 15, 16, 17, 31, 32, 33, 48])), 2, (3, 3),
-                       12, 33)
+                       draw(st.sampled_from([1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48])), 2,
+                       (3, 3), 12, 60)
 
 
 @given(config=forward_by_channels_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
-       threads=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
-def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, threads, seed):
-    """The forward pass vectorised over output channels (called directly, whatever the build
-    and dtype "auto" would use it for), with chunks of rows of 1 to 24, against the
-    reference."""
+       vectors=st.sampled_from([1, 2]), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, vectors, threads,
+                                                       seed):
+    """The forward pass vectorised over output channels, in tiles of 2 vectors x 14
+    positions or 1 x 28 (called directly, whatever the build and dtype "auto" would use it
+    for), with chunks of rows of 1 to 24, against the reference."""
     rng = np.random.default_rng(seed)
     x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
     hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
@@ -378,43 +381,47 @@ def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, thre
         y = conv_module._blocked_conv_by_channels(x, w, b, np.empty(geo.output_shape, dtype),
                                                   geo.padding[0], geo.padding[2],
                                                   geo.stride, geo.dilation, geo.groups,
-                                                  threads)
+                                                  threads, vectors)
     finally:
         conv_module.CHUNK_ROWS = chunk_rows
     assert_matches(y, R.conv2d(x, w, b, **hyper), dtype, w[0].size)
 
 
+@pytest.mark.parametrize("vectors", [1, 2])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(value):
+def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(value, vectors):
     """Its products are the formula's (the zero filters that pad its channel tiles, and the
     positions past the row, are dropped): infs and NaNs as in the reference."""
     rng = np.random.default_rng(12)
     x, w, b = random_problem(rng, (2, 3, 7, 14), (20, 3, 3, 3), np.float32)
     x[1, 2, 3, 13] = value
     y = conv_module._blocked_conv_by_channels(x, w, b, np.empty((2, 20, 7, 14), np.float32),
-                                              1, 1, (1, 1), (1, 1), 1, 2)
+                                              1, 1, (1, 1), (1, 1), 1, 2, vectors)
     assert_same_non_finite(y, R.conv2d(x, w, b, padding=1))
 
 
 @pytest.mark.parametrize("out_g, width, expected", [
-    (64, 28, True), (64, 14, True), (32, 56, True), (24, 28, True),
-    (16, 28, False),        # half of 2 vectors of channels
-    (64, 32, False),        # 32 positions of 42
-    (64, 13, True),         # 13 of 14
+    (64, 28, 2), (64, 14, 2), (32, 56, 2), (24, 28, 2), (64, 13, 2),   # 13 of 14
+    (16, 28, 1), (12, 56, 1), (16, 27, 1),  # groups of one vector's channels, rows of 28
+    (16, 14, 0),             # half of either tile
+    (64, 32, 0),             # 32 positions of 42
+    (8, 28, 0),              # half a vector
 ])
-def test_forward_by_channels_rule(out_g, width, expected, monkeypatch):
+def test_forward_channel_vectors_rule(out_g, width, expected, monkeypatch):
     monkeypatch.setattr(conv_module, "TILE", 16)
-    assert conv_module.forward_by_channels(out_g, width, np.float32) is expected
-    assert conv_module.forward_by_channels(out_g, width, np.float64) is False
+    assert conv_module.forward_channel_vectors(out_g, width, np.float32) == expected
+    assert conv_module.forward_channel_vectors(out_g, width, np.float64) == 0
     monkeypatch.setattr(conv_module, "TILE", 8)
-    assert conv_module.forward_by_channels(out_g, width, np.float32) is False
+    assert conv_module.forward_channel_vectors(out_g, width, np.float32) == 0
 
 
 def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypatch):
     """The forward pass and the input gradient (a forward convolution with C_in/groups
-    output channels) of a dilated 32-channel convolution on rows of 14, and the forward pass
-    of a 7x7 stride-2 stem on rows of 28."""
-    calls = record_calls(monkeypatch, conv_module._conv_blocked, "conv2d_forward_by_channels")
+    output channels) of a dilated 32-channel convolution on rows of 14, and the forward
+    passes of a 7x7 stride-2 stem on rows of 28 and of a grouped convolution."""
+    widths, real = [], conv_module._conv_blocked.conv2d_forward_by_channels   # channels a tile
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_by_channels",
+                        lambda *args: widths.append(args[1].shape[3]) or real(*args))
     rng = np.random.default_rng(13)
     x, w, b = random_problem(rng, (2, 32, 14, 14), (32, 32, 3, 3), np.float32)
     y = K.conv2d(x, w, b, 1, 2, 2)
@@ -425,7 +432,10 @@ def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypat
     y = K.conv2d(x, w, b, 2, 3)
     assert y.shape == (2, 32, 28, 28)
     assert_matches(y, R.conv2d(x, w, b, 2, 3), np.float32, 147)
-    assert len(calls) == (3 if conv_module.TILE == 16 else 0)
+    x, w, b = random_problem(rng, (2, 64, 28, 28), (64, 16, 3, 3), np.float32)
+    y = K.conv2d(x, w, b, 1, 1, 1, 4)                  # groups of 16 channels: 1 vector
+    assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, 4), np.float32, 144)
+    assert widths == ([32, 32, 32, 16] if conv_module.TILE == 16 else [])
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])

@@ -30,8 +30,8 @@ but in an order a CPU likes:
    (tail_tile_channels), so that no half tile is wasted.
 
 conv2d_forward_by_channels computes the same sum vectorised over output channels instead
-(2 vectors of channels x 14 positions of a row), for rows whose width the column tiles
-fill badly.
+(2 vectors of channels x 14 positions of a row, or 1 vector x 28 positions for groups of
+few channels), for rows whose width the column tiles fill badly.
 
 The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
 channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left over: 1
@@ -897,21 +897,78 @@ cdef inline void channel_position_tile(const floating* xs, const floating* wt, P
         store_transposed16(acc + TILE, 2 * TILE, count, y + TILE * plane, plane, channels - TILE)
 
 
+cdef inline void channel_position_tile_28(const floating* xs, const floating* wt,
+                                          Py_ssize_t taps, const Py_ssize_t* offsets,
+                                          const floating* bias, floating* y, Py_ssize_t plane,
+                                          Py_ssize_t channels, Py_ssize_t count) noexcept nogil:
+    """channel_position_tile with 1 vector of output channels (c < TILE) x 28 positions,
+    for groups of at most TILE output channels (grouped convolutions): the same 28
+    accumulators, 1 weight vector and 28 input values a tap.
+
+    y[c * plane + p] = bias[c] + sum over taps k of wt[k, c] * xs[offsets[k] + p]
+    for c < ``channels`` and p < ``count``."""
+    cdef floating acc[28 * TILE]
+    cdef Py_ssize_t k, p, l
+    cdef const floating* xk
+    cdef const floating* w0
+    for p in range(28):
+        for l in range(TILE):
+            acc[p * TILE + l] = bias[l]
+    for k in range(taps):
+        xk = xs + offsets[k]
+        w0 = wt + k * TILE
+        prefetch_for_read(w0 + 16 * TILE)             # the weights 16 taps on
+        axpyv(&acc[0 * TILE], xk[0], w0)
+        axpyv(&acc[1 * TILE], xk[1], w0)
+        axpyv(&acc[2 * TILE], xk[2], w0)
+        axpyv(&acc[3 * TILE], xk[3], w0)
+        axpyv(&acc[4 * TILE], xk[4], w0)
+        axpyv(&acc[5 * TILE], xk[5], w0)
+        axpyv(&acc[6 * TILE], xk[6], w0)
+        axpyv(&acc[7 * TILE], xk[7], w0)
+        axpyv(&acc[8 * TILE], xk[8], w0)
+        axpyv(&acc[9 * TILE], xk[9], w0)
+        axpyv(&acc[10 * TILE], xk[10], w0)
+        axpyv(&acc[11 * TILE], xk[11], w0)
+        axpyv(&acc[12 * TILE], xk[12], w0)
+        axpyv(&acc[13 * TILE], xk[13], w0)
+        axpyv(&acc[14 * TILE], xk[14], w0)
+        axpyv(&acc[15 * TILE], xk[15], w0)
+        axpyv(&acc[16 * TILE], xk[16], w0)
+        axpyv(&acc[17 * TILE], xk[17], w0)
+        axpyv(&acc[18 * TILE], xk[18], w0)
+        axpyv(&acc[19 * TILE], xk[19], w0)
+        axpyv(&acc[20 * TILE], xk[20], w0)
+        axpyv(&acc[21 * TILE], xk[21], w0)
+        axpyv(&acc[22 * TILE], xk[22], w0)
+        axpyv(&acc[23 * TILE], xk[23], w0)
+        axpyv(&acc[24 * TILE], xk[24], w0)
+        axpyv(&acc[25 * TILE], xk[25], w0)
+        axpyv(&acc[26 * TILE], xk[26], w0)
+        axpyv(&acc[27 * TILE], xk[27], w0)
+    # acc[p * TILE + c] is channel c at position p: positions 0-15, then 16-27
+    store_transposed16(acc, TILE, min(count, 16), y, plane, channels)
+    if count > 16:
+        store_transposed16(acc + 16 * TILE, TILE, count - 16, y + 16, plane, channels)
+
+
 def conv2d_forward_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_t,
         const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
         floating[:, :, :, ::1] y, floating[:, ::1] padded, Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
         Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
         int num_threads):
-    """y = conv2d(x, w) + bias, vectorised over output channels (channel_position_tile);
-    one (image, group, chunk of ``chunk`` output rows) per task. (With stride_w > 1 the
+    """y = conv2d(x, w) + bias, vectorised over output channels: tiles of 2 vectors of
+    channels x 14 positions (channel_position_tile), or, where w_t's blocks are one vector
+    wide, 1 vector x 28 positions (channel_position_tile_28); one (image, group, chunk of
+    ``chunk`` output rows) per task. (With stride_w > 1 the
     padded rows hold their stride phases, see pad_rows, so that the inputs one tap reads for
     neighbouring positions still lie side by side.)
 
-    w_t (groups, CB, Cg*kH*kW, 2*TILE): each group's output channels in blocks of 2*TILE,
-    tap-major, zero past the group's channels; bias_t (groups, CB * 2*TILE) likewise.
+    w_t (groups, CB, Cg*kH*kW, B): each group's output channels in blocks of B = 2*TILE
+    (or TILE), tap-major, zero past the group's channels; bias_t (groups, CB * B) likewise.
     offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows:
-    (rows, Cg, Wp)); each phase of Wp covers whole tiles of 14 positions. padded
+    (rows, Cg, Wp)); each phase of Wp covers whole tiles of 14 (or 28) positions. padded
     (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) is a per-thread workspace.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
@@ -919,6 +976,8 @@ def conv2d_forward_by_channels(
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, CB = w_t.shape[1]
     cdef Py_ssize_t taps = offsets.shape[0], row_step = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
+    cdef Py_ssize_t block = w_t.shape[3]                 # output channels per tile
+    cdef Py_ssize_t positions = 2 * POSITIONS if block == TILE else POSITIONS
     cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width
     cdef floating* buf
 
@@ -933,11 +992,17 @@ def conv2d_forward_by_channels(
                  pad_left, stride_w, Wp, buf)
         for i in range(i0, end):
             for cb in range(CB):
-                width = min(2 * TILE, out_g - cb * 2 * TILE)
-                for jt in range((W_out + POSITIONS - 1) // POSITIONS):
-                    j0 = jt * POSITIONS
-                    count = min(POSITIONS, W_out - j0)
-                    channel_position_tile(buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0],
-                                          taps, &offsets[0], &bias_t[g, cb * 2 * TILE],
-                                          &y[n, g * out_g + cb * 2 * TILE, i, j0],
-                                          H_out * W_out, width, count)
+                width = min(block, out_g - cb * block)
+                for jt in range((W_out + positions - 1) // positions):
+                    j0 = jt * positions
+                    count = min(positions, W_out - j0)
+                    if block == TILE:
+                        channel_position_tile_28(
+                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                            &offsets[0], &bias_t[g, cb * block],
+                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
+                    else:
+                        channel_position_tile(
+                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                            &offsets[0], &bias_t[g, cb * block],
+                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)

@@ -307,33 +307,42 @@ def _chunk_taps(cg: int, kernel: tuple, wp: int, stride_h: int, dilation_h: int,
     return -(-cg // chunks) * kernel[0] * kernel[1]
 
 
-#: Output positions along a row per register tile of the forward pass over output channels.
+#: Output positions along a row per register tile of the forward pass over output channels
+#: (2 vectors of channels x 14 positions, or 1 vector x 28).
 FORWARD_POSITIONS = 14
 
 
-def forward_by_channels(out_channels_per_group: int, out_w: int, dtype) -> bool:
-    """Whether the blocked forward pass (and input gradient) runs vectorised over output
-    channels (_conv_blocked.conv2d_forward_by_channels: 2 vectors of 16 channels x 14
-    positions of a row) rather than over output columns.
+def forward_channel_vectors(out_channels_per_group: int, out_w: int, dtype) -> int:
+    """How many vectors of output channels the blocked forward pass (and input gradient)
+    puts in one register tile when it runs vectorised over output channels
+    (_conv_blocked.conv2d_forward_by_channels): 2 (tiles of 2 vectors of 16 channels x 14
+    positions of a row) or 1 (16 channels x 28 positions); 0 where it runs over output
+    columns instead.
 
-    It does in float32 with vectors of 16 (AVX-512) where a group's output channels fill at
-    least 3/4 of the 2 vectors and the rows at least 9/10 of the tiles of 14 positions: rows
-    of 14, 28 or 56 outputs, whatever the stride. There the column tiles leave lanes idle or
-    pair their tails, and this kernel measured 10-23% faster at stride 1, 11% on the 7x7
-    stride-2 stem, 51% on a 3x3 stride-2 layer and 35% at stride 4. On rows of 32 (3/4 of
-    the tiles) it was 18% slower.
+    Over channels only in float32 with vectors of 16 (AVX-512), where a group's output
+    channels fill at least 3/4 of the tile's vectors and the rows at least 9/10 of its
+    positions: rows of 14, 28 or 56 outputs, whatever the stride (2 vectors), or of 28 and
+    56 for groups of 12 to 16 channels (1 vector). There the column tiles leave lanes idle
+    or pair their tails. Measured against them: 2 vectors 10-23% faster at stride 1, 11% on
+    the 7x7 stride-2 stem, 51% on a 3x3 stride-2 layer, 35% at stride 4, and 18% slower on
+    rows of 32 (3/4 of the tiles); 1 vector 11-23% faster on groups of 16 channels.
     """
-    return (TILE == 16 and np.dtype(dtype) == np.float32
-            and _fill(out_channels_per_group, 2 * TILE) >= 0.75
-            and _fill(out_w, FORWARD_POSITIONS) >= 0.9)
+    if TILE != 16 or np.dtype(dtype) != np.float32:
+        return 0
+    for vectors in (2, 1):
+        if (_fill(out_channels_per_group, vectors * TILE) >= 0.75
+                and _fill(out_w, 2 * FORWARD_POSITIONS // vectors) >= 0.9):
+            return vectors
+    return 0
 
 
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked: tiles over
-    output columns, or over output channels where forward_by_channels says so."""
-    if forward_by_channels(weight.shape[0] // groups, y.shape[3], x.dtype):
+    output columns, or over output channels where forward_channel_vectors says so."""
+    vectors = forward_channel_vectors(weight.shape[0] // groups, y.shape[3], x.dtype)
+    if vectors:
         return _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride,
-                                         dilation, groups, threads)
+                                         dilation, groups, threads, vectors)
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
     blocks = out_g // BLOCK
@@ -355,20 +364,21 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
 
 
 def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dilation,
-                              groups, threads):
+                              groups, threads, vectors=2):
     """y = conv2d(x, weight) + bias with
-    _conv_blocked.conv2d_forward_by_channels: the weights of each group's output channels
-    in blocks of 2 vectors, tap-major, zero filters past the group's channels."""
+    _conv_blocked.conv2d_forward_by_channels, in tiles of ``vectors`` vectors of channels
+    (2 or 1) x 28 / vectors positions: the weights of each group's output channels in
+    blocks of that many vectors, tap-major, zero filters past the group's channels."""
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
-    channel_tile = 2 * TILE
+    channel_tile = vectors * TILE
     cb = -(-out_g // channel_tile)
     w_t = np.empty((groups, cb, cg * kh * kw, channel_tile), x.dtype)
     _conv_blocked.pack_blocks(np.ascontiguousarray(weight.reshape(c_out, -1)), w_t)
     bias_t = np.zeros((groups, cb * channel_tile), x.dtype)
     if bias is not None:
         bias_t[:, :out_g] = bias.reshape(groups, out_g)
-    positions = FORWARD_POSITIONS
+    positions = 2 * FORWARD_POSITIONS // vectors
     phase = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1) // stride[1]
     wp = stride[1] * phase                              # each stride phase of a padded row
     reach = dilation[0] * (kh - 1) + 1
@@ -376,8 +386,7 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     padded = _workspace("padded", threads, rows * cg * wp, x.dtype)
     _conv_blocked.conv2d_forward_by_channels(
         x, w_t, bias_t, _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y, padded,
-        CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups,
-        threads)
+        CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups, threads)
     return y
 
 
