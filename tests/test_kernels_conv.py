@@ -330,11 +330,12 @@ def test_blocked_forward_with_other_chunk_sizes(chunk, width, stride, dilation, 
 @st.composite
 def by_channels_configs(draw):
     """Weight gradients across the tiles of conv2d_grad_weight_by_channels: output channels
-    per group around its 2 vectors (16 or 32 channels), taps (C_in/groups * kH * kW) around
-    its tiles of 12; strides, dilations, padding and groups."""
+    per group around its 1 or 2 vectors (8, 16 or 32 channels), taps (C_in/groups * kH *
+    kW) around its tiles of 12; rows of odd and even length (the tiles of one vector take
+    the positions two at a time); strides, dilations, padding and groups."""
     return draw_config(draw, draw(st.integers(1, 2)), draw(st.integers(1, 5)),
-                       draw(st.sampled_from([1, 5, 15, 16, 17, 31, 32, 33, 48])), 2, (3, 3),
-                       12, 12)
+                       draw(st.sampled_from([1, 5, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 48])),
+                       2, (3, 3), 12, 12)
 
 
 @given(config=by_channels_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
@@ -438,12 +439,14 @@ def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypat
     assert widths == ([32, 32, 32, 16] if conv_module.TILE == 16 else [])
 
 
+@pytest.mark.parametrize("out_channels", [20, 12])     # tiles of 2 vectors, of 1
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_values(value):
+def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_values(
+        value, out_channels):
     """Every product it sums is one of the formula's (the channels and taps that pad its
     tiles are dropped): an inf or a NaN in the input gives the reference's pattern."""
     rng = np.random.default_rng(10)
-    x, w, _ = random_problem(rng, (2, 4, 6, 7), (20, 4, 3, 3), np.float32)
+    x, w, _ = random_problem(rng, (2, 4, 6, 7), (out_channels, 4, 3, 3), np.float32)
     x[0, 1, 2, 5] = value
     geo = conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1)
     gy = rng.standard_normal(geo.output_shape).astype(np.float32)
@@ -453,9 +456,10 @@ def test_blocked_weight_gradient_by_channels_keeps_the_references_non_finite_val
 
 @pytest.mark.parametrize("out_g, cg, kernel, width, expected", [
     (64, 64, 3, 16, True), (48, 8, 3, 16, True), (32, 4, 3, 16, True),
-    (16, 64, 3, 16, False),   # half of 2 vectors of 16 channels, ...
-    (16, 64, 3, 8, True),     # ... but output rows of 8 fill half of the column tiles too
-    (8, 64, 3, 8, False),     # less than a vector of channels
+    (16, 64, 3, 16, True), (12, 16, 3, 28, True),       # one vector
+    (20, 64, 3, 16, False),   # 5/8 of 2 vectors of 16 channels, ...
+    (20, 64, 3, 8, True),     # ... but output rows of 8 fill half of the column tiles too
+    (8, 64, 3, 8, False),     # half a vector of channels
     (64, 1, 5, 16, False),    # 25 taps of 36
     (64, 3, 7, 16, True),     # 147 taps of 156
 ])

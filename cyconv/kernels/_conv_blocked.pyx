@@ -773,6 +773,70 @@ cdef inline void channel_tap_tile(const floating* gy_t, Py_ssize_t OP, const flo
         sums[jj] = acc[jj]
 
 
+cdef inline void channel_tap_tile_pairs(const floating* gy_t, const floating* xs,
+                                        const Py_ssize_t* offsets, Py_ssize_t H_out,
+                                        Py_ssize_t W_out, Py_ssize_t row_step,
+                                        Py_ssize_t stride_w, floating* sums) noexcept nogil:
+    """channel_tap_tile for 1 vector of output channels (groups of at most TILE channels,
+    gy_t (H_out*W_out, TILE)):
+
+        sums[k * TILE + l] = sum over i, j of gy_t[(i*W_out + j) * TILE + l]
+                                              * xs[offsets[k] + i*row_step + j*stride_w]
+
+    for 12 taps k. The positions of a row go two at a time, the even ones summed in 12
+    accumulators and the odd ones in 12 others (added up at the end), so that 24 sums are
+    under way at once, as in channel_tap_tile; each input value is broadcast to one
+    multiply-add.
+    """
+    cdef floating acc[2 * TAPS * TILE]
+    cdef Py_ssize_t i, j, jj, k
+    cdef Py_ssize_t o0 = offsets[0], o1 = offsets[1], o2 = offsets[2], o3 = offsets[3]
+    cdef Py_ssize_t o4 = offsets[4], o5 = offsets[5], o6 = offsets[6], o7 = offsets[7]
+    cdef Py_ssize_t o8 = offsets[8], o9 = offsets[9], o10 = offsets[10], o11 = offsets[11]
+    cdef const floating* g
+    cdef const floating* x0
+    cdef const floating* x1
+    for jj in range(2 * TAPS * TILE):
+        acc[jj] = 0
+    for i in range(H_out):
+        g = gy_t + i * W_out * TILE
+        x0 = xs + i * row_step
+        x1 = x0 + stride_w
+        for j in range(W_out // 2):       # positions 2j (acc 0-11) and 2j+1 (acc 12-23)
+            axpyv(&acc[0 * TILE], x0[o0], g)
+            axpyv(&acc[12 * TILE], x1[o0], g + TILE)
+            axpyv(&acc[1 * TILE], x0[o1], g)
+            axpyv(&acc[13 * TILE], x1[o1], g + TILE)
+            axpyv(&acc[2 * TILE], x0[o2], g)
+            axpyv(&acc[14 * TILE], x1[o2], g + TILE)
+            axpyv(&acc[3 * TILE], x0[o3], g)
+            axpyv(&acc[15 * TILE], x1[o3], g + TILE)
+            axpyv(&acc[4 * TILE], x0[o4], g)
+            axpyv(&acc[16 * TILE], x1[o4], g + TILE)
+            axpyv(&acc[5 * TILE], x0[o5], g)
+            axpyv(&acc[17 * TILE], x1[o5], g + TILE)
+            axpyv(&acc[6 * TILE], x0[o6], g)
+            axpyv(&acc[18 * TILE], x1[o6], g + TILE)
+            axpyv(&acc[7 * TILE], x0[o7], g)
+            axpyv(&acc[19 * TILE], x1[o7], g + TILE)
+            axpyv(&acc[8 * TILE], x0[o8], g)
+            axpyv(&acc[20 * TILE], x1[o8], g + TILE)
+            axpyv(&acc[9 * TILE], x0[o9], g)
+            axpyv(&acc[21 * TILE], x1[o9], g + TILE)
+            axpyv(&acc[10 * TILE], x0[o10], g)
+            axpyv(&acc[22 * TILE], x1[o10], g + TILE)
+            axpyv(&acc[11 * TILE], x0[o11], g)
+            axpyv(&acc[23 * TILE], x1[o11], g + TILE)
+            g = g + 2 * TILE
+            x0 = x0 + 2 * stride_w
+            x1 = x1 + 2 * stride_w
+        if W_out % 2:                     # the last position of an odd row
+            for k in range(TAPS):
+                axpyv(&acc[k * TILE], x0[offsets[k]], g)
+    for jj in range(TAPS * TILE):
+        sums[jj] = acc[jj] + acc[TAPS * TILE + jj]
+
+
 def conv2d_grad_weight_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
         floating[:, :, ::1] partial, floating[:, ::1] padded, floating[:, ::1] gy_t,
@@ -783,11 +847,12 @@ def conv2d_grad_weight_by_channels(
     (image, group) tasks thread t ran (the caller adds the threads up).
 
     The same sum as conv2d_grad_weight, vectorised the other way round: over TILE output
-    channels instead of TILE output columns (channel_tap_tile). Each task copies its input
-    planes, zero-padded, into padded (pad_rows with stride 1: (Hp, Cg, Wp), Hp and Wp
-    exactly the rows and columns the taps read) and its output gradient, transposed to
-    positions x channels, into gy_t (H_out*W_out, OP), OP = out_g rounded up to 2*TILE (the
-    extra channels zero, and dropped). partial (threads, C_out, R12) with R12 = Cg*kH*kW
+    channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_pairs where
+    OP = TILE). Each task copies its input planes, zero-padded, into padded (pad_rows with
+    stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and its
+    output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
+    OP = out_g rounded up to 2*TILE, or TILE where out_g <= TILE (the extra channels zero,
+    and dropped). partial (threads, C_out, R12) with R12 = Cg*kH*kW
     rounded up to 12, zero on entry; tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of
     output (0, 0) lies in padded (the taps past R repeat tap 0, and are dropped). sums
     (threads, 24 * TILE) is a workspace.
@@ -820,6 +885,14 @@ def conv2d_grad_weight_by_channels(
             if OP > out_g:
                 for pos in range(p0, min(p0 + 16, HW)):
                     memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
+        if OP == TILE:                                     # one vector of channels
+            for kg in range(R12 // TAPS):                  # taps 12*kg ...
+                channel_tap_tile_pairs(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
+                                       stride_h * Cg * Wp, stride_w, s)
+                for k in range(TAPS):
+                    for l in range(out_g):
+                        partial[t, g * out_g + l, kg * TAPS + k] += s[k * TILE + l]
+            continue
         for cb in range(OP // (2 * TILE)):                 # channels 2*TILE*cb ...
             for kg in range(R12 // TAPS):                  # taps 12*kg ...
                 channel_tap_tile(gt + cb * 2 * TILE, OP, buf, &tap_offsets[kg * TAPS], H_out,

@@ -131,16 +131,20 @@ def grad_weight_by_channels(g: geo.ConvGeometry, dtype=np.float32) -> bool:
     It does in float32 (in float64 its 24 accumulators need twice the registers there are)
     with vectors of 16 (AVX-512: its 24 accumulators fill the 32 registers), where
     a group's taps (C_in/groups * kH * kW) fill at least 3/4 of the tiles of 12, and its
-    output channels at least 3/4 of the tiles' 2 vectors, or at least one vector where the
-    output rows fill less than 3/4 of the column tiles' (8 columns of 16, say): measured
-    faster than both the column tiles and im2col on the benchmark shapes that pass.
+    output channels at least 3/4 of one vector (groups of 12 to 16 channels: tiles of one
+    vector, 1.1-2.2x faster than the column tiles) or of the tiles' 2 vectors, or more than
+    one vector where the output rows fill less than 3/4 of the column tiles' (8 columns of
+    16, say): measured faster than both the column tiles and im2col on the benchmark
+    shapes that pass.
     """
     out_g = g.out_channels // g.groups
     taps = (g.in_channels // g.groups) * g.kernel_h * g.kernel_w
+    if out_g <= TILE:
+        channels_fit = _fill(out_g, TILE) >= 0.75
+    else:
+        channels_fit = _fill(out_g, 2 * TILE) >= 0.75 or lanes_used(g.out_w) < 0.75
     return (TILE == 16 and np.dtype(dtype) == np.float32
-            and _fill(taps, GRAD_WEIGHT_TAPS) >= 0.75
-            and (_fill(out_g, 2 * TILE) >= 0.75
-                 or (out_g >= TILE and lanes_used(g.out_w) < 0.75)))
+            and _fill(taps, GRAD_WEIGHT_TAPS) >= 0.75 and channels_fit)
 
 
 def _resolve(algorithm: str, geometry: geo.ConvGeometry, computing: str, dtype) -> str:
@@ -413,7 +417,8 @@ def _flipped(weight, groups):
 
 def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
     """The weight gradient with _conv_blocked's conv2d_grad_weight_by_channels: 2 vectors of
-    output channels x 12 taps at a time, every product one of the formula's."""
+    output channels (1 for groups of at most one vector's channels) x 12 taps at a time,
+    every product one of the formula's."""
     cg, kh, kw = g.in_channels // g.groups, g.kernel_h, g.kernel_w
     out_g = g.out_channels // g.groups
     taps = cg * kh * kw
@@ -422,7 +427,8 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
     r12 = -(-taps // GRAD_WEIGHT_TAPS) * GRAD_WEIGHT_TAPS
     offsets = np.concatenate([_tap_offsets(cg, (kh, kw), 1, g.dilation, wp),
                               np.zeros(r12 - taps, np.intp)])
-    op = -(-out_g // (2 * TILE)) * 2 * TILE
+    vectors = 1 if out_g <= TILE else 2
+    op = -(-out_g // (vectors * TILE)) * vectors * TILE
     padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     gy_t = _workspace("gy_t", threads, g.out_h * g.out_w * op, x.dtype)
     sums = _workspace("tap_sums", threads, 24 * TILE, x.dtype)
