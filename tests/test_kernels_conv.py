@@ -365,13 +365,13 @@ def forward_by_channels_configs(draw):
 
 
 @given(config=forward_by_channels_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
-       vectors=st.sampled_from([1, 2]), threads=st.integers(1, 2),
+       tile=st.sampled_from(conv_module.CHANNEL_TILES), threads=st.integers(1, 2),
        seed=st.integers(0, 2**32 - 1))
-def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, vectors, threads,
+def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, tile, threads,
                                                        seed):
-    """The forward pass vectorised over output channels, in tiles of 2 vectors x 14
-    positions or 1 x 28 (called directly, whatever the build and dtype "auto" would use it
-    for), with chunks of rows of 1 to 24, against the reference."""
+    """The forward pass vectorised over output channels, in each of its register tiles
+    (called directly, whatever the build and dtype "auto" would use it for), with chunks of
+    rows of 1 to 24, against the reference."""
     rng = np.random.default_rng(seed)
     x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
     hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
@@ -382,47 +382,58 @@ def test_blocked_forward_by_channels_matches_reference(config, dtype, bias, vect
         y = conv_module._blocked_conv_by_channels(x, w, b, np.empty(geo.output_shape, dtype),
                                                   geo.padding[0], geo.padding[2],
                                                   geo.stride, geo.dilation, geo.groups,
-                                                  threads, vectors)
+                                                  threads, tile)
     finally:
         conv_module.CHUNK_ROWS = chunk_rows
     assert_matches(y, R.conv2d(x, w, b, **hyper), dtype, w[0].size)
 
 
-@pytest.mark.parametrize("vectors", [1, 2])
+@pytest.mark.parametrize("tile", conv_module.CHANNEL_TILES)
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(value, vectors):
+def test_blocked_forward_by_channels_keeps_the_references_non_finite_values(value, tile):
     """Its products are the formula's (the zero filters that pad its channel tiles, and the
     positions past the row, are dropped): infs and NaNs as in the reference."""
     rng = np.random.default_rng(12)
     x, w, b = random_problem(rng, (2, 3, 7, 14), (20, 3, 3, 3), np.float32)
     x[1, 2, 3, 13] = value
     y = conv_module._blocked_conv_by_channels(x, w, b, np.empty((2, 20, 7, 14), np.float32),
-                                              1, 1, (1, 1), (1, 1), 1, 2, vectors)
+                                              1, 1, (1, 1), (1, 1), 1, 2, tile)
     assert_same_non_finite(y, R.conv2d(x, w, b, padding=1))
 
 
 @pytest.mark.parametrize("out_g, width, expected", [
-    (64, 28, 2), (64, 14, 2), (32, 56, 2), (24, 28, 2), (64, 13, 2),   # 13 of 14
-    (16, 28, 1), (12, 56, 1), (16, 27, 1),  # groups of one vector's channels, rows of 28
-    (16, 14, 0),             # half of either tile
-    (64, 32, 0),             # 32 positions of 42
-    (8, 28, 0),              # half a vector
+    (64, 28, (2, 14)), (64, 14, (2, 14)), (32, 56, (2, 14)), (24, 28, (2, 14)),
+    (64, 12, (2, 14)),                     # 12 of 14
+    (64, 8, (2, 8)), (64, 7, (2, 8)), (32, 16, (2, 8)), (64, 32, (2, 8)),   # short rows
+    (16, 28, (1, 28)), (12, 56, (1, 28)), (16, 24, (1, 28)),   # groups of one vector
+    (16, 14, None),             # half of either tile
+    (64, 11, None),             # 11 of 14, of 16
+    (8, 28, None),              # half a vector
 ])
-def test_forward_channel_vectors_rule(out_g, width, expected, monkeypatch):
+def test_forward_channel_tile_rule(out_g, width, expected, monkeypatch):
     monkeypatch.setattr(conv_module, "TILE", 16)
-    assert conv_module.forward_channel_vectors(out_g, width, np.float32) == expected
-    assert conv_module.forward_channel_vectors(out_g, width, np.float64) == 0
+    assert conv_module.forward_channel_tile(out_g, width, np.float32) == expected
+    assert conv_module.forward_channel_tile(out_g, width, np.float64) is None
     monkeypatch.setattr(conv_module, "TILE", 8)
-    assert conv_module.forward_channel_vectors(out_g, width, np.float32) == 0
+    assert conv_module.forward_channel_tile(out_g, width, np.float32) is None
+
+
+def test_by_channels_takes_only_its_tiles():
+    x, w, b = random_problem(np.random.default_rng(3), (1, 2, 5, 5), (4, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"tile must be one of .*\(2, 14\).*got \(2, 7\)"):
+        conv_module._blocked_conv_by_channels(x, w, b, np.empty((1, 4, 3, 3), np.float32), 0,
+                                              0, (1, 1), (1, 1), 1, 1, (2, 7))
 
 
 def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypatch):
     """The forward pass and the input gradient (a forward convolution with C_in/groups
     output channels) of a dilated 32-channel convolution on rows of 14, and the forward
-    passes of a 7x7 stride-2 stem on rows of 28 and of a grouped convolution."""
-    widths, real = [], conv_module._conv_blocked.conv2d_forward_by_channels   # channels a tile
-    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_by_channels",
-                        lambda *args: widths.append(args[1].shape[3]) or real(*args))
+    passes of a 7x7 stride-2 stem on rows of 28, of a grouped convolution and of rows of
+    8."""
+    tiles, real = [], conv_module._conv_blocked.conv2d_forward_by_channels
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_by_channels",    # (channels,
+                        lambda *args: tiles.append((args[1].shape[3], args[6])) or real(*args))
+                                                                                  # positions)
     rng = np.random.default_rng(13)
     x, w, b = random_problem(rng, (2, 32, 14, 14), (32, 32, 3, 3), np.float32)
     y = K.conv2d(x, w, b, 1, 2, 2)
@@ -436,7 +447,10 @@ def test_blocked_runs_the_forward_pass_by_channels_where_the_rule_says(monkeypat
     x, w, b = random_problem(rng, (2, 64, 28, 28), (64, 16, 3, 3), np.float32)
     y = K.conv2d(x, w, b, 1, 1, 1, 4)                  # groups of 16 channels: 1 vector
     assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, 4), np.float32, 144)
-    assert widths == ([32, 32, 32, 16] if conv_module.TILE == 16 else [])
+    x, w, b = random_problem(rng, (2, 64, 8, 8), (64, 64, 3, 3), np.float32)
+    y = K.conv2d(x, w, b, 1, 1)                        # rows of 8
+    assert_matches(y, R.conv2d(x, w, b, 1, 1), np.float32, 576)
+    assert tiles == ([(32, 14)] * 3 + [(16, 28), (32, 8)] if conv_module.TILE == 16 else [])
 
 
 @pytest.mark.parametrize("out_channels", [20, 12])     # tiles of 2 vectors, of 1
@@ -819,10 +833,11 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
         blocked_entry = "conv2d_forward" if computing == "grad_input" else entry
         attribute = blocked_entry if name == "blocked" else entry
         monkeypatch.setattr(module, attribute, spy(name, getattr(module, attribute)))
-    if computing == "grad_weight":                   # ... or runs over output channels
-        by_channels = "conv2d_grad_weight_by_channels"
-        monkeypatch.setattr(conv_module._conv_blocked, by_channels,
-                            spy("blocked", getattr(conv_module._conv_blocked, by_channels)))
+    # ... or runs over output channels
+    by_channels = ("conv2d_grad_weight_by_channels" if computing == "grad_weight"
+                   else "conv2d_forward_by_channels")
+    monkeypatch.setattr(conv_module._conv_blocked, by_channels,
+                        spy("blocked", getattr(conv_module._conv_blocked, by_channels)))
     rng = np.random.default_rng(6)
     x, w, b = random_problem(rng, input_shape, weight_shape, np.float32)   # "auto"'s dtype
     gy = rng.standard_normal(geo.output_shape).astype(np.float32)

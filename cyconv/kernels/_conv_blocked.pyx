@@ -30,8 +30,8 @@ but in an order a CPU likes:
    (tail_tile_channels), so that no half tile is wasted.
 
 conv2d_forward_by_channels computes the same sum vectorised over output channels instead
-(2 vectors of channels x 14 positions of a row, or 1 vector x 28 positions for groups of
-few channels), for rows whose width the column tiles fill badly.
+(2 vectors of channels x 14 positions of a row, or x 8 for short rows, or 1 vector x 28
+positions for groups of few channels), for rows whose width the column tiles fill badly.
 
 The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
 channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left over: 1
@@ -909,7 +909,7 @@ def conv2d_grad_weight_by_channels(
 
 cdef enum:
     POSITIONS = 14    # output positions (along a row) per register tile of
-                      # conv2d_forward_by_channels (conv.py: FORWARD_POSITIONS)
+                      # conv2d_forward_by_channels (conv.py: CHANNEL_TILES)
 
 
 cdef inline void channel_position_tile(const floating* xs, const floating* wt, Py_ssize_t taps,
@@ -1025,23 +1025,67 @@ cdef inline void channel_position_tile_28(const floating* xs, const floating* wt
         store_transposed16(acc + 16 * TILE, TILE, count - 16, y + 16, plane, channels)
 
 
+cdef inline void channel_position_tile_8(const floating* xs, const floating* wt,
+                                         Py_ssize_t taps, const Py_ssize_t* offsets,
+                                         const floating* bias, floating* y, Py_ssize_t plane,
+                                         Py_ssize_t channels, Py_ssize_t count) noexcept nogil:
+    """channel_position_tile with 8 positions instead of 14 (16 accumulators), for rows of
+    8 outputs (the last stage of a CIFAR ResNet), which the column tiles fill by pairing
+    half vectors."""
+    cdef floating acc[2 * 8 * TILE]
+    cdef Py_ssize_t k, p, l
+    cdef const floating* xk
+    cdef const floating* w0
+    for p in range(8):
+        for l in range(2 * TILE):
+            acc[2 * p * TILE + l] = bias[l]
+    for k in range(taps):
+        xk = xs + offsets[k]
+        w0 = wt + k * 2 * TILE
+        prefetch_for_read(w0 + 8 * 2 * TILE)          # the weights 8 taps on
+        prefetch_for_read(w0 + 8 * 2 * TILE + TILE)
+        axpyv(&acc[0 * TILE], xk[0], w0)
+        axpyv(&acc[1 * TILE], xk[0], w0 + TILE)
+        axpyv(&acc[2 * TILE], xk[1], w0)
+        axpyv(&acc[3 * TILE], xk[1], w0 + TILE)
+        axpyv(&acc[4 * TILE], xk[2], w0)
+        axpyv(&acc[5 * TILE], xk[2], w0 + TILE)
+        axpyv(&acc[6 * TILE], xk[3], w0)
+        axpyv(&acc[7 * TILE], xk[3], w0 + TILE)
+        axpyv(&acc[8 * TILE], xk[4], w0)
+        axpyv(&acc[9 * TILE], xk[4], w0 + TILE)
+        axpyv(&acc[10 * TILE], xk[5], w0)
+        axpyv(&acc[11 * TILE], xk[5], w0 + TILE)
+        axpyv(&acc[12 * TILE], xk[6], w0)
+        axpyv(&acc[13 * TILE], xk[6], w0 + TILE)
+        axpyv(&acc[14 * TILE], xk[7], w0)
+        axpyv(&acc[15 * TILE], xk[7], w0 + TILE)
+    # acc[(2*p + v) * TILE + l] is channel v*TILE + l at position p
+    store_transposed16(acc, 2 * TILE, count, y, plane, min(channels, TILE))
+    if channels > TILE:
+        store_transposed16(acc + TILE, 2 * TILE, count, y + TILE * plane, plane, channels - TILE)
+
+
 def conv2d_forward_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_t,
         const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
-        floating[:, :, :, ::1] y, floating[:, ::1] padded, Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
+        floating[:, :, :, ::1] y, floating[:, ::1] padded, Py_ssize_t positions,
+        Py_ssize_t chunk, Py_ssize_t reach, Py_ssize_t Wp, Py_ssize_t stride_h,
         Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t groups,
         int num_threads):
-    """y = conv2d(x, w) + bias, vectorised over output channels: tiles of 2 vectors of
-    channels x 14 positions (channel_position_tile), or, where w_t's blocks are one vector
-    wide, 1 vector x 28 positions (channel_position_tile_28); one (image, group, chunk of
-    ``chunk`` output rows) per task. (With stride_w > 1 the
+    """y = conv2d(x, w) + bias, vectorised over output channels, in register tiles of
+    2 vectors of channels x 14 positions of a row (channel_position_tile), 2 x 8
+    (``positions`` = 8: channel_position_tile_8) or 1 x 28 (``positions`` = 28:
+    channel_position_tile_28); one (image, group, chunk of ``chunk`` output rows) per
+    task. (With stride_w > 1 the
     padded rows hold their stride phases, see pad_rows, so that the inputs one tap reads for
     neighbouring positions still lie side by side.)
 
     w_t (groups, CB, Cg*kH*kW, B): each group's output channels in blocks of B = 2*TILE
-    (or TILE), tap-major, zero past the group's channels; bias_t (groups, CB * B) likewise.
-    offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies in the padded rows (pad_rows:
-    (rows, Cg, Wp)); each phase of Wp covers whole tiles of 14 (or 28) positions. padded
+    (TILE for 28 positions), tap-major, zero past the group's channels; bias_t
+    (groups, CB * B) likewise. offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies
+    in the padded rows (pad_rows: (rows, Cg, Wp)); each phase of Wp covers whole tiles of
+    ``positions``. padded
     (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) is a per-thread workspace.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
@@ -1050,7 +1094,6 @@ def conv2d_forward_by_channels(
     cdef Py_ssize_t taps = offsets.shape[0], row_step = stride_h * Cg * Wp
     cdef Py_ssize_t chunks = (H_out + chunk - 1) // chunk
     cdef Py_ssize_t block = w_t.shape[3]                 # output channels per tile
-    cdef Py_ssize_t positions = 2 * POSITIONS if block == TILE else POSITIONS
     cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width
     cdef floating* buf
 
@@ -1069,7 +1112,12 @@ def conv2d_forward_by_channels(
                 for jt in range((W_out + positions - 1) // positions):
                     j0 = jt * positions
                     count = min(positions, W_out - j0)
-                    if block == TILE:
+                    if positions == 8:
+                        channel_position_tile_8(
+                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                            &offsets[0], &bias_t[g, cb * block],
+                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
+                    elif positions == 28:
                         channel_position_tile_28(
                             buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
                             &offsets[0], &bias_t[g, cb * block],

@@ -311,42 +311,43 @@ def _chunk_taps(cg: int, kernel: tuple, wp: int, stride_h: int, dilation_h: int,
     return -(-cg // chunks) * kernel[0] * kernel[1]
 
 
-#: Output positions along a row per register tile of the forward pass over output channels
-#: (2 vectors of channels x 14 positions, or 1 vector x 28).
-FORWARD_POSITIONS = 14
+#: The register tiles of the forward pass over output channels
+#: (_conv_blocked.conv2d_forward_by_channels), as (vectors of output channels, output
+#: positions along a row), in the order "auto" prefers them: each holds 28 accumulators
+#: (2 x 8 = 16: rows of 8 and their multiples, too short or too oddly long for 14).
+CHANNEL_TILES = ((2, 14), (2, 8), (1, 28))
 
 
-def forward_channel_vectors(out_channels_per_group: int, out_w: int, dtype) -> int:
-    """How many vectors of output channels the blocked forward pass (and input gradient)
-    puts in one register tile when it runs vectorised over output channels
-    (_conv_blocked.conv2d_forward_by_channels): 2 (tiles of 2 vectors of 16 channels x 14
-    positions of a row) or 1 (16 channels x 28 positions); 0 where it runs over output
-    columns instead.
+def forward_channel_tile(out_channels_per_group: int, out_w: int, dtype) -> tuple | None:
+    """The register tile, (vectors of output channels, positions along a row) of
+    CHANNEL_TILES, in which the blocked forward pass (and input gradient) runs vectorised
+    over output channels (_conv_blocked.conv2d_forward_by_channels), or None where it runs
+    over output columns instead.
 
-    Over channels only in float32 with vectors of 16 (AVX-512), where a group's output
-    channels fill at least 3/4 of the tile's vectors and the rows at least 9/10 of its
-    positions: rows of 14, 28 or 56 outputs, whatever the stride (2 vectors), or of 28 and
-    56 for groups of 12 to 16 channels (1 vector). There the column tiles leave lanes idle
-    or pair their tails. Measured against them: 2 vectors 10-23% faster at stride 1, 11% on
-    the 7x7 stride-2 stem, 51% on a 3x3 stride-2 layer, 35% at stride 4, and 18% slower on
-    rows of 32 (3/4 of the tiles); 1 vector 11-23% faster on groups of 16 channels.
+    Over channels only in float32 with vectors of 16 (AVX-512): the first tile whose
+    vectors a group's output channels fill to at least 3/4 and whose positions the rows
+    fill to at least 0.85, whatever the stride. Measured against the column tiles:
+    2 x 14 10-23% faster on rows of 14, 28 and 56 at stride 1, 11% on the 7x7 stride-2
+    stem, 51% on a 3x3 stride-2 layer, 35% at stride 4, but 18% slower on rows of 32 (3/4
+    of its positions); 2 x 8 2-2.3x faster on rows of 7 and 8, 2-24% on rows of 16, 24 and
+    32; 1 x 28 11-23% faster on groups of 16 channels.
     """
     if TILE != 16 or np.dtype(dtype) != np.float32:
-        return 0
-    for vectors in (2, 1):
+        return None
+    for vectors, positions in CHANNEL_TILES:
         if (_fill(out_channels_per_group, vectors * TILE) >= 0.75
-                and _fill(out_w, 2 * FORWARD_POSITIONS // vectors) >= 0.9):
-            return vectors
-    return 0
+                and _fill(out_w, positions) >= 0.85):
+            return vectors, positions
+    return None
 
 
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked: tiles over
-    output columns, or over output channels where forward_channel_vectors says so."""
-    vectors = forward_channel_vectors(weight.shape[0] // groups, y.shape[3], x.dtype)
-    if vectors:
+    output columns, or over output channels where forward_channel_tile says so."""
+    tile = forward_channel_tile(weight.shape[0] // groups, y.shape[3], x.dtype)
+    if tile is not None:
         return _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride,
-                                         dilation, groups, threads, vectors)
+                                         dilation, groups, threads, tile)
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
     blocks = out_g // BLOCK
@@ -368,11 +369,14 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
 
 
 def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dilation,
-                              groups, threads, vectors=2):
+                              groups, threads, tile=CHANNEL_TILES[0]):
     """y = conv2d(x, weight) + bias with
-    _conv_blocked.conv2d_forward_by_channels, in tiles of ``vectors`` vectors of channels
-    (2 or 1) x 28 / vectors positions: the weights of each group's output channels in
-    blocks of that many vectors, tap-major, zero filters past the group's channels."""
+    _conv_blocked.conv2d_forward_by_channels, in register tiles of ``tile`` = (vectors of
+    channels, positions), one of CHANNEL_TILES: the weights of each group's output channels
+    in blocks of that many vectors, tap-major, zero filters past the group's channels."""
+    if tile not in CHANNEL_TILES:
+        raise ValueError(f"tile must be one of {CHANNEL_TILES}, got {tile!r}")
+    vectors, positions = tile
     c_out, cg, kh, kw = weight.shape
     out_g = c_out // groups
     channel_tile = vectors * TILE
@@ -382,7 +386,6 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     bias_t = np.zeros((groups, cb * channel_tile), x.dtype)
     if bias is not None:
         bias_t[:, :out_g] = bias.reshape(groups, out_g)
-    positions = 2 * FORWARD_POSITIONS // vectors
     phase = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1) // stride[1]
     wp = stride[1] * phase                              # each stride phase of a padded row
     reach = dilation[0] * (kh - 1) + 1
@@ -390,7 +393,8 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     padded = _workspace("padded", threads, rows * cg * wp, x.dtype)
     _conv_blocked.conv2d_forward_by_channels(
         x, w_t, bias_t, _tap_offsets(cg, (kh, kw), stride[1], dilation, wp), y, padded,
-        CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups, threads)
+        positions, CHUNK_ROWS, reach, wp, stride[0], stride[1], pad_top, pad_left, groups,
+        threads)
     return y
 
 
