@@ -839,12 +839,13 @@ cdef inline void channel_tap_tile_pairs(const floating* gy_t, const floating* xs
 
 def conv2d_grad_weight_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
-        floating[:, :, ::1] partial, floating[:, ::1] padded, floating[:, ::1] gy_t,
+        floating[:, :, :, ::1] partial, floating[:, ::1] padded, floating[:, ::1] gy_t,
         floating[:, ::1] sums, const Py_ssize_t[::1] tap_offsets, Py_ssize_t Hp, Py_ssize_t Wp,
         Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
         Py_ssize_t groups, int num_threads):
-    """partial[t, co, k] += sum over n, i, j of grad_y[n, co, i, j] * x under tap k, over the
-    (image, group) tasks thread t ran (the caller adds the threads up).
+    """partial[t, g, k, c] += sum over n, i, j of grad_y[n, g*out_g + c, i, j] * x under tap
+    k, over the (image, group) tasks thread t ran (the caller adds the threads up, and
+    transposes).
 
     The same sum as conv2d_grad_weight, vectorised the other way round: over TILE output
     channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_pairs where
@@ -852,8 +853,8 @@ def conv2d_grad_weight_by_channels(
     stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and its
     output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
     OP = out_g rounded up to 2*TILE, or TILE where out_g <= TILE (the extra channels zero,
-    and dropped). partial (threads, C_out, R12) with R12 = Cg*kH*kW
-    rounded up to 12, zero on entry; tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of
+    and dropped). partial (threads, groups, R12, OP) with R12 = Cg*kH*kW rounded up to 12,
+    zero on entry (tap-major, so that a tile's sums are added a vector at a time); tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of
     output (0, 0) lies in padded (the taps past R repeat tap 0, and are dropped). sums
     (threads, 24 * TILE) is a workspace.
     """
@@ -861,11 +862,11 @@ def conv2d_grad_weight_by_channels(
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, HW = H_out * W_out
     cdef Py_ssize_t OP = gy_t.shape[1] // HW if HW > 0 else 0, R12 = tap_offsets.shape[0]
-    cdef Py_ssize_t task, t, n, g, co, pos, p0, cb, kg, k, v, l
+    cdef Py_ssize_t task, t, n, g, co, pos, p0, cb, kg, k, l
     cdef floating* buf
     cdef floating* gt
     cdef floating* s
-    cdef const floating* src
+    cdef floating* row
 
     # static: every run hands the same tasks to the same thread, so the partial sums (and
     # the rounding of the gradient) are the same from run to run
@@ -877,11 +878,11 @@ def conv2d_grad_weight_by_channels(
         gt = &gy_t[t, 0]
         s = &sums[t, 0]
         pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, 1, Wp, buf)
-        for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos], 16
-            for co in range(out_g):       # positions at a time (their rows of gt stay in L1)
-                src = &grad_y[n, g * out_g + co, 0, 0]
-                for pos in range(p0, min(p0 + 16, HW)):
-                    gt[pos * OP + co] = src[pos]
+        for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos]: 16
+            for co in range(0, out_g, 16):   # channels x 16 positions at a time, transposed
+                store_transposed16(&grad_y[n, g * out_g + co, 0, 0] + p0, HW,
+                                   min(16, out_g - co), gt + p0 * OP + co, OP,
+                                   min(16, HW - p0))
             if OP > out_g:
                 for pos in range(p0, min(p0 + 16, HW)):
                     memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
@@ -890,19 +891,18 @@ def conv2d_grad_weight_by_channels(
                 channel_tap_tile_pairs(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
                                        stride_h * Cg * Wp, stride_w, s)
                 for k in range(TAPS):
-                    for l in range(out_g):
-                        partial[t, g * out_g + l, kg * TAPS + k] += s[k * TILE + l]
+                    row = &partial[t, g, kg * TAPS + k, 0]
+                    for l in range(TILE):
+                        row[l] += s[k * TILE + l]
             continue
         for cb in range(OP // (2 * TILE)):                 # channels 2*TILE*cb ...
             for kg in range(R12 // TAPS):                  # taps 12*kg ...
                 channel_tap_tile(gt + cb * 2 * TILE, OP, buf, &tap_offsets[kg * TAPS], H_out,
                                  W_out, stride_h * Cg * Wp, stride_w, s)
-                for k in range(TAPS):
-                    for v in range(2):
-                        for l in range(TILE):
-                            co = cb * 2 * TILE + v * TILE + l
-                            if co < out_g:
-                                partial[t, g * out_g + co, kg * TAPS + k] += s[(2 * k + v) * TILE + l]
+                for k in range(TAPS):                      # s[(2*k + v) * TILE + l]: channel
+                    row = &partial[t, g, kg * TAPS + k, cb * 2 * TILE]      # v * TILE + l
+                    for l in range(2 * TILE):
+                        row[l] += s[2 * k * TILE + l]
 
 
 # --- the forward pass vectorised over output channels ---------------------------------------

@@ -436,11 +436,12 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
     padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     gy_t = _workspace("gy_t", threads, g.out_h * g.out_w * op, x.dtype)
     sums = _workspace("tap_sums", threads, 24 * TILE, x.dtype)
-    partial = np.zeros((threads, g.out_channels, r12), x.dtype)
+    partial = np.zeros((threads, g.groups, r12, op), x.dtype)
     _conv_blocked.conv2d_grad_weight_by_channels(
         x, grad_y, partial, padded, gy_t[:, :g.out_h * g.out_w * op], sums, offsets, hp, wp,
         g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.groups, threads)
-    return partial[:, :, :taps].sum(axis=0).reshape(g.weight_shape)
+    summed = partial.sum(axis=0)[:, :taps, :out_g]          # (groups, taps, out_g)
+    return np.ascontiguousarray(summed.transpose(0, 2, 1)).reshape(g.weight_shape)
 
 
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
