@@ -880,9 +880,13 @@ def conv2d_grad_weight_by_channels(
         pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, 1, Wp, buf)
         for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos]: 16
             for co in range(0, out_g, 16):   # channels x 16 positions at a time, transposed
-                store_transposed16(&grad_y[n, g * out_g + co, 0, 0] + p0, HW,
-                                   min(16, out_g - co), gt + p0 * OP + co, OP,
-                                   min(16, HW - p0))
+                if p0 + 16 <= HW:
+                    store_transposed16(&grad_y[n, g * out_g + co, 0, 0] + p0, HW,
+                                       min(16, out_g - co), gt + p0 * OP + co, OP, 16)
+                else:                     # the last positions of the plane, one at a time
+                    for l in range(co, min(co + 16, out_g)):
+                        for pos in range(p0, HW):
+                            gt[pos * OP + l] = grad_y[n, g * out_g + l, pos // W_out, pos % W_out]
             if OP > out_g:
                 for pos in range(p0, min(p0 + 16, HW)):
                     memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))

@@ -232,10 +232,9 @@ cdef extern from *:
                                                  ptrdiff_t columns) {
         __m512 r[16], t[16], u[16];
         __mmask16 keep = (__mmask16)((1u << rows) - 1u);
-        __mmask16 read = (__mmask16)((1u << columns) - 1u);
         int i, j;
-        for (i = 0; i < 16; i++)      /* row i = s[i, 0:columns]; zeros past the rows given */
-            r[i] = i < rows ? _mm512_maskz_loadu_ps(read, s + i * s_stride) : _mm512_setzero_ps();
+        for (i = 0; i < 16; i++)      /* row i = s[i, 0:16]; zeros past the rows given */
+            r[i] = i < rows ? _mm512_loadu_ps(s + i * s_stride) : _mm512_setzero_ps();
         for (i = 0; i < 16; i += 2) { /* per 128-bit quarter q: rows i, i+1 at columns 4q..4q+3 */
             t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
             t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -280,8 +279,10 @@ cdef extern from *:
 cdef inline void store_transposed16(const floating* s, Py_ssize_t s_stride, Py_ssize_t rows,
                                     floating* y, Py_ssize_t y_stride,
                                     Py_ssize_t columns) noexcept nogil:
-    """y[j * y_stride + i] = s[i * s_stride + j] for i < rows and j < columns (both <= 16);
-    nothing else of s is read, nor of y written."""
+    """y[j * y_stride + i] = s[i * s_stride + j] for i < rows and j < columns (both <= 16).
+    It reads s[i * s_stride : i * s_stride + 16] whole for every i < rows, even past the
+    columns asked for: they must be there. (Masked loads, which would not read them, made
+    the tiles that call this twice as slow: they cannot take the values just stored.)"""
     cdef Py_ssize_t i, j
     if floating is float:
         store_transposed16_float(s, s_stride, rows, y, y_stride, columns)
