@@ -15,7 +15,8 @@ pyproject.toml is ``tests``).
   numpy and torch of the same case next to each other.
 - PyTorch is optional: without it, its benchmarks are skipped.
 - A session fixture sets cyconv's threads (OpenMP and NumPy's BLAS) and PyTorch's to
-  ``CYCONV_BENCH_THREADS`` (default 2).
+  ``CYCONV_BENCH_THREADS`` (default 2), and frees one large array first, as compare.py does
+  (``cyconv.benchmark.settle_allocator``: see bench/README.md, "The memory allocator").
 - ``OMP_WAIT_POLICY=PASSIVE`` and ``OPENBLAS_THREAD_TIMEOUT=4`` are set (unless already set)
   before anything is imported, so that every implementation runs under the same thread
   settings whatever the import order (bench/compare.py's docstring says why).
@@ -104,7 +105,11 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session", autouse=True)
 def bench_threads():
-    """Every implementation on the same number of threads for the whole session."""
+    """Every implementation on the same number of threads for the whole session (and the C
+    allocator in a long-running process's state: cyconv.benchmark.settle_allocator)."""
+    from cyconv.benchmark import settle_allocator
+
+    settle_allocator()
     threads = _threads_from_env()
     cyconv_before = cyconv.get_num_threads()
     torch_before = torch.get_num_threads() if torch is not None else None

@@ -139,3 +139,33 @@ def test_two_processes_prints_both_ratios_for_each_shape():
     refused = subprocess.run([sys.executable, str(script), "--rounds", "0"],
                              capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 2 and "--rounds must be at least 1" in refused.stderr
+
+
+def test_comparisons_settle_the_allocator_before_timing_any_case(monkeypatch):
+    """So that no case is timed while glibc still maps fresh pages for every large block
+    (see settle_allocator): a comparison and a scaling run each free the large array first."""
+    events = []
+    monkeypatch.setattr(benchmark, "settle_allocator", lambda: events.append("settle"))
+    real_measure = benchmark.measure
+    monkeypatch.setattr(benchmark, "measure",
+                        lambda *args, **kwargs: events.append("measure")
+                        or real_measure(*args, **kwargs))
+    benchmark.run_comparison(1, 1, ["max2x2_32"], use_torch=False, progress=None,
+                             min_time=0.001, gemm_size=64, memory=False)
+    assert events == ["settle", "measure", "measure"]          # forward, backward
+    events.clear()
+    benchmark.run_scaling(1, ["max2x2_32"], progress=None)
+    assert events == ["settle", "measure", "measure"]
+
+
+def test_settle_allocator_frees_what_it_allocates():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        benchmark.settle_allocator()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= benchmark.SETTLE_BYTES       # the block was really allocated ...
+    assert current < 2**20                      # ... and freed
