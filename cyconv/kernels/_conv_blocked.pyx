@@ -919,20 +919,22 @@ cdef enum:
 cdef inline void channel_position_tile(const floating* xs, const floating* wt, Py_ssize_t taps,
                                        const Py_ssize_t* offsets, const floating* bias,
                                        floating* y, Py_ssize_t plane, Py_ssize_t channels,
-                                       Py_ssize_t count) noexcept nogil:
+                                       Py_ssize_t count, bint short_rows) noexcept nogil:
     """y[c * plane + p] = bias[c] + sum over taps k of wt[k, c] * xs[offsets[k] + p]
 
-    for 14 output positions p along a row and 2 vectors of output channels c < 2*TILE: 28
-    accumulators, each holding TILE output channels of one position. Per tap, the 2 weight
-    vectors are loaded once and each of the 14 input values is broadcast to both. Only the
-    first ``channels`` channels and ``count`` positions are written (output planes
-    ``plane`` apart), each vector of channels through a transpose (store_transposed16), so
-    that a plane receives its positions side by side."""
+    for 14 output positions p along a row (8 with ``short_rows``: rows of 7, 8, 16, ...)
+    and 2 vectors of output channels c < 2*TILE: 28 (16) accumulators, each holding TILE
+    output channels of one position. Per tap, the 2 weight vectors are loaded once and each
+    of the 14 (8) input values is broadcast to both. Only the first ``channels`` channels and
+    ``count`` positions are written (output planes ``plane`` apart), each vector of channels
+    through a transpose (store_transposed16), so that a plane receives its positions side
+    by side. (The callers pass ``short_rows`` as a constant, so that the compiler makes a
+    loop without the test of each kind.)"""
     cdef floating acc[2 * POSITIONS * TILE]
     cdef Py_ssize_t k, p, l
     cdef const floating* xk
     cdef const floating* w0
-    for p in range(POSITIONS):
+    for p in range(8 if short_rows else POSITIONS):
         for l in range(2 * TILE):
             acc[2 * p * TILE + l] = bias[l]
     for k in range(taps):
@@ -956,6 +958,8 @@ cdef inline void channel_position_tile(const floating* xs, const floating* wt, P
         axpyv(&acc[13 * TILE], xk[6], w0 + TILE)
         axpyv(&acc[14 * TILE], xk[7], w0)
         axpyv(&acc[15 * TILE], xk[7], w0 + TILE)
+        if short_rows:
+            continue
         axpyv(&acc[16 * TILE], xk[8], w0)
         axpyv(&acc[17 * TILE], xk[8], w0 + TILE)
         axpyv(&acc[18 * TILE], xk[9], w0)
@@ -1029,47 +1033,6 @@ cdef inline void channel_position_tile_28(const floating* xs, const floating* wt
         store_transposed16(acc + 16 * TILE, TILE, count - 16, y + 16, plane, channels)
 
 
-cdef inline void channel_position_tile_8(const floating* xs, const floating* wt,
-                                         Py_ssize_t taps, const Py_ssize_t* offsets,
-                                         const floating* bias, floating* y, Py_ssize_t plane,
-                                         Py_ssize_t channels, Py_ssize_t count) noexcept nogil:
-    """channel_position_tile with 8 positions instead of 14 (16 accumulators), for rows of
-    8 outputs (the last stage of a CIFAR ResNet), which the column tiles fill by pairing
-    half vectors."""
-    cdef floating acc[2 * 8 * TILE]
-    cdef Py_ssize_t k, p, l
-    cdef const floating* xk
-    cdef const floating* w0
-    for p in range(8):
-        for l in range(2 * TILE):
-            acc[2 * p * TILE + l] = bias[l]
-    for k in range(taps):
-        xk = xs + offsets[k]
-        w0 = wt + k * 2 * TILE
-        prefetch_for_read(w0 + 8 * 2 * TILE)          # the weights 8 taps on
-        prefetch_for_read(w0 + 8 * 2 * TILE + TILE)
-        axpyv(&acc[0 * TILE], xk[0], w0)
-        axpyv(&acc[1 * TILE], xk[0], w0 + TILE)
-        axpyv(&acc[2 * TILE], xk[1], w0)
-        axpyv(&acc[3 * TILE], xk[1], w0 + TILE)
-        axpyv(&acc[4 * TILE], xk[2], w0)
-        axpyv(&acc[5 * TILE], xk[2], w0 + TILE)
-        axpyv(&acc[6 * TILE], xk[3], w0)
-        axpyv(&acc[7 * TILE], xk[3], w0 + TILE)
-        axpyv(&acc[8 * TILE], xk[4], w0)
-        axpyv(&acc[9 * TILE], xk[4], w0 + TILE)
-        axpyv(&acc[10 * TILE], xk[5], w0)
-        axpyv(&acc[11 * TILE], xk[5], w0 + TILE)
-        axpyv(&acc[12 * TILE], xk[6], w0)
-        axpyv(&acc[13 * TILE], xk[6], w0 + TILE)
-        axpyv(&acc[14 * TILE], xk[7], w0)
-        axpyv(&acc[15 * TILE], xk[7], w0 + TILE)
-    # acc[(2*p + v) * TILE + l] is channel v*TILE + l at position p
-    store_transposed16(acc, 2 * TILE, count, y, plane, min(channels, TILE))
-    if channels > TILE:
-        store_transposed16(acc + TILE, 2 * TILE, count, y + TILE * plane, plane, channels - TILE)
-
-
 def conv2d_forward_by_channels(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w_t,
         const floating[:, ::1] bias_t, const Py_ssize_t[::1] offsets,
@@ -1079,7 +1042,7 @@ def conv2d_forward_by_channels(
         int num_threads):
     """y = conv2d(x, w) + bias, vectorised over output channels, in register tiles of
     2 vectors of channels x 14 positions of a row (channel_position_tile), 2 x 8
-    (``positions`` = 8: channel_position_tile_8) or 1 x 28 (``positions`` = 28:
+    (``positions`` = 8: the same with short_rows) or 1 x 28 (``positions`` = 28:
     channel_position_tile_28); one (image, group, chunk of ``chunk`` output rows) per
     task. (With stride_w > 1 the
     padded rows hold their stride phases, see pad_rows, so that the inputs one tap reads for
@@ -1117,10 +1080,11 @@ def conv2d_forward_by_channels(
                     j0 = jt * positions
                     count = min(positions, W_out - j0)
                     if positions == 8:
-                        channel_position_tile_8(
+                        channel_position_tile(
                             buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
                             &offsets[0], &bias_t[g, cb * block],
-                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
+                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
+                            True)
                     elif positions == 28:
                         channel_position_tile_28(
                             buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
@@ -1130,4 +1094,5 @@ def conv2d_forward_by_channels(
                         channel_position_tile(
                             buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
                             &offsets[0], &bias_t[g, cb * block],
-                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
+                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
+                            False)
