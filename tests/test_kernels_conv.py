@@ -886,3 +886,21 @@ def test_grad_bias_hand_worked():
     expected = [sum(range(4 * c, 4 * c + 4)) + sum(range(12 + 4 * c, 16 + 4 * c)) for c in range(3)]
     np.testing.assert_array_equal(K.conv2d_grad_bias(gy), expected)
     np.testing.assert_array_equal(K.conv2d_grad_bias(gy.astype(np.float32)), expected)
+
+
+def test_forward_by_channels_kernel_checks_its_tile():
+    """The kernel itself refuses positions that do not go with its weight blocks' width (a
+    tile stores exactly its own accumulators; another pair would read and write astray)."""
+    x = np.ones((1, 1, 1, 16), np.float32)
+    tile = conv_module.TILE
+    w_t = np.zeros((1, 1, 1, 2 * tile), np.float32)
+    with pytest.raises(ValueError, match=r"positions and w_t.shape\[3\] must be .*got \(16, "):
+        conv_module._conv_blocked.conv2d_forward_by_channels(
+            x, w_t, np.zeros((1, 2 * tile), np.float32), np.zeros(1, np.intp),
+            np.empty((1, 2 * tile, 1, 16), np.float32), np.zeros((1, 64), np.float32), 16,
+            24, 1, 16, 1, 1, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match=r"got \(28, " + str(2 * tile) + r"\)"):
+        conv_module._conv_blocked.conv2d_forward_by_channels(
+            x, w_t, np.zeros((1, 2 * tile), np.float32), np.zeros(1, np.intp),
+            np.empty((1, 2 * tile, 1, 16), np.float32), np.zeros((1, 64), np.float32), 28,
+            24, 1, 16, 1, 1, 0, 0, 1, 1)

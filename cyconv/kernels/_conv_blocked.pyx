@@ -36,14 +36,16 @@ positions for groups of few channels), for rows whose width the column tiles fil
 The gradient of the weight uses the same padded buffer and tiles of TILE columns: 4 output
 channels x 3 taps at once (x 6 taps in float32 with AVX-512; the channels left over: 1
 channel x 4 taps x 2 rows), or, in conv2d_grad_weight_by_channels, vectors of TILE output
-channels instead of columns (2 vectors x 12 taps). The
+channels instead of columns (2 vectors x 12 taps, or 1 vector x 12 taps for groups of at
+most TILE channels). The
 gradient of the input is a convolution too (of the output gradient with the flipped
 weight), so cyconv.kernels.conv runs it through ``conv2d_forward`` (or
 ``conv2d_forward_by_channels``) when the stride is 1 and the top and left padding are at
 most dilation * (kernel - 1).
 
-Tiles that stick out past the right edge (or bottom row) of the output are computed in full
-and written to a scratch tile, of which only the part inside is kept. Before its sum, a tile
+Column tiles that stick out past the right edge (or bottom row) of the output are computed
+in full and written to a scratch tile, of which only the part inside is kept (the tiles over
+output channels store only their positions inside, through masked stores). Before its sum, a tile
 asks for the cache lines of its output (prefetch for writing), so that its stores at the end
 do not wait on memory. The arguments were checked in Python (cyconv.kernels.conv); nothing
 is checked here.
@@ -773,7 +775,7 @@ cdef inline void channel_tap_tile(const floating* gy_t, Py_ssize_t OP, const flo
         sums[jj] = acc[jj]
 
 
-cdef inline void channel_tap_tile_pairs(const floating* gy_t, const floating* xs,
+cdef inline void channel_tap_tile_one_vector(const floating* gy_t, const floating* xs,
                                         const Py_ssize_t* offsets, Py_ssize_t H_out,
                                         Py_ssize_t W_out, Py_ssize_t row_step,
                                         Py_ssize_t stride_w, floating* sums) noexcept nogil:
@@ -848,15 +850,16 @@ def conv2d_grad_weight_by_channels(
     transposes).
 
     The same sum as conv2d_grad_weight, vectorised the other way round: over TILE output
-    channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_pairs where
+    channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_one_vector where
     OP = TILE). Each task copies its input planes, zero-padded, into padded (pad_rows with
     stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and its
     output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
     OP = out_g rounded up to 2*TILE, or TILE where out_g <= TILE (the extra channels zero,
     and dropped). partial (threads, groups, R12, OP) with R12 = Cg*kH*kW rounded up to 12,
-    zero on entry (tap-major, so that a tile's sums are added a vector at a time); tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of
-    output (0, 0) lies in padded (the taps past R repeat tap 0, and are dropped). sums
-    (threads, 24 * TILE) is a workspace.
+    zero on entry (tap-major, so that a tile's sums are added a vector at a time);
+    tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of output (0, 0) lies in padded
+    (the taps past R repeat tap 0, and are dropped). sums (threads, 24 * TILE) is a
+    workspace.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
@@ -892,7 +895,7 @@ def conv2d_grad_weight_by_channels(
                     memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
         if OP == TILE:                                     # one vector of channels
             for kg in range(R12 // TAPS):                  # taps 12*kg ...
-                channel_tap_tile_pairs(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
+                channel_tap_tile_one_vector(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
                                        stride_h * Cg * Wp, stride_w, s)
                 for k in range(TAPS):
                     row = &partial[t, g, kg * TAPS + k, 0]
@@ -1044,9 +1047,8 @@ def conv2d_forward_by_channels(
     2 vectors of channels x 14 positions of a row (channel_position_tile), 2 x 8
     (``positions`` = 8: the same with short_rows) or 1 x 28 (``positions`` = 28:
     channel_position_tile_28); one (image, group, chunk of ``chunk`` output rows) per
-    task. (With stride_w > 1 the
-    padded rows hold their stride phases, see pad_rows, so that the inputs one tap reads for
-    neighbouring positions still lie side by side.)
+    task. (With stride_w > 1 the padded rows hold their stride phases, see pad_rows, so
+    that the inputs one tap reads for neighbouring positions still lie side by side.)
 
     w_t (groups, CB, Cg*kH*kW, B): each group's output channels in blocks of B = 2*TILE
     (TILE for 28 positions), tap-major, zero past the group's channels; bias_t
@@ -1063,6 +1065,11 @@ def conv2d_forward_by_channels(
     cdef Py_ssize_t block = w_t.shape[3]                 # output channels per tile
     cdef Py_ssize_t task, t, n, g, i0, end, i, cb, jt, j0, count, width
     cdef floating* buf
+    # the one check made here (not in the loops): a tile reads w_t's blocks as its vectors
+    # and stores exactly its own accumulators, so a wrong pair would read and write astray
+    if (positions, block) not in ((14, 2 * TILE), (8, 2 * TILE), (28, TILE)):
+        raise ValueError(f"positions and w_t.shape[3] must be (14, {2 * TILE}), "
+                         f"(8, {2 * TILE}) or (28, {TILE}), got ({positions}, {block})")
 
     for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
         n = (task % (N * groups)) // groups

@@ -280,9 +280,13 @@ cdef inline void store_transposed16(const floating* s, Py_ssize_t s_stride, Py_s
                                     floating* y, Py_ssize_t y_stride,
                                     Py_ssize_t columns) noexcept nogil:
     """y[j * y_stride + i] = s[i * s_stride + j] for i < rows and j < columns (both <= 16).
-    It reads s[i * s_stride : i * s_stride + 16] whole for every i < rows, even past the
-    columns asked for: they must be there. (Masked loads, which would not read them, made
-    the tiles that call this twice as slow: they cannot take the values just stored.)"""
+
+    In float32 with AVX-512 it reads s[i * s_stride : i * s_stride + 16] whole for every
+    i < rows, even past the columns asked for: they must be there. (Masked loads, which
+    would not read them, made the tiles that call this twice as slow: a tile stores its
+    accumulators just before, and the CPU cannot hand stored values on to a masked load
+    ("store-to-load forwarding"), which then waits until they reach the cache.) In float64,
+    or without AVX-512, it is a plain loop over the values."""
     cdef Py_ssize_t i, j
     if floating is float:
         store_transposed16_float(s, s_stride, rows, y, y_stride, columns)

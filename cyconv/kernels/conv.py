@@ -12,7 +12,7 @@ Four algorithms compute the same numbers:
   a zero-padded copy of the input planes, and tiles of 4 channels x 3 rows x 8 columns
   (4 x 6 x 16 in float32 with AVX-512) summed in vector registers; in float32 with
   AVX-512, where that fills the vectors better, vectors of 16 output channels instead
-  (forward_by_channels, grad_weight_by_channels). Its input gradient needs stride 1 and
+  (forward_channel_tile, grad_weight_by_channels). Its input gradient needs stride 1 and
   padding at most dilation * (kernel - 1).
 - ``"im2col"``: ``_im2col.pyx`` copies the receptive fields of a band of output rows into
   the columns of a matrix and multiplies it by the weight matrix with BLAS; every thread
@@ -447,8 +447,8 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
 def _blocked_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     """The weight gradient with _conv_blocked: 4 channels x 3 taps (x 6 taps in float32 with
     AVX-512; the channels left over: 1 channel x 4 taps) of the filters at a time; where
-    grad_weight_by_channels says so, 2 vectors of output channels x 12 taps
-    (_blocked_grad_weight_by_channels).
+    grad_weight_by_channels says so, 2 vectors of output channels (1 for groups of at most
+    one vector's channels) x 12 taps (_blocked_grad_weight_by_channels).
 
     The tiles that stick out past the last column (or row) multiply a zero output gradient
     by whatever input lies there; if that input holds an inf or a NaN, 0 * inf = NaN would
