@@ -45,10 +45,11 @@ most dilation * (kernel - 1).
 
 Column tiles that stick out past the right edge (or bottom row) of the output are computed
 in full and written to a scratch tile, of which only the part inside is kept (the tiles over
-output channels store only their positions inside, through masked stores). Before its sum, a tile
-asks for the cache lines of its output (prefetch for writing), so that its stores at the end
-do not wait on memory. The arguments were checked in Python (cyconv.kernels.conv); nothing
-is checked here.
+output channels store only their positions inside, through masked stores). Before its sum,
+a column tile asks for the cache lines of its output (prefetch for writing), so that its
+stores at the end do not wait on memory. The arguments were checked in Python
+(cyconv.kernels.conv); nothing is checked here but the pair of tile sizes
+conv2d_forward_by_channels is given, once before its loops.
 """
 
 from libc.string cimport memcpy, memset
@@ -112,7 +113,6 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
                 else:
                     for m in range(m_hi - m_lo):
                         dst[m] = src[m * stride_w]
-
 
 
 cdef inline void prefetch_rows(floating* y, Py_ssize_t rows, Py_ssize_t row_stride) noexcept nogil:
@@ -400,7 +400,8 @@ def pack_blocks(const floating[:, ::1] w_matrix, floating[:, :, :, ::1] w_blocks
     (what the tiles broadcast, or load as vectors), 0 past the group's out_g channels.
 
     w_matrix (C_out, Cg*kH*kW); w_blocks (groups, blocks, Cg*kH*kW, width): the column tiles
-    take the whole blocks of 4 channels, the tiles over output channels blocks of 2 vectors.
+    take the whole blocks of 4 channels, the tiles over output channels blocks of 1 or 2
+    vectors.
     (NumPy's copy of the same transposed view walks w_matrix with a large stride and took
     50 us for a 64x64x3x3 weight.)
     """
@@ -776,9 +777,9 @@ cdef inline void channel_tap_tile(const floating* gy_t, Py_ssize_t OP, const flo
 
 
 cdef inline void channel_tap_tile_one_vector(const floating* gy_t, const floating* xs,
-                                        const Py_ssize_t* offsets, Py_ssize_t H_out,
-                                        Py_ssize_t W_out, Py_ssize_t row_step,
-                                        Py_ssize_t stride_w, floating* sums) noexcept nogil:
+                                             const Py_ssize_t* offsets, Py_ssize_t H_out,
+                                             Py_ssize_t W_out, Py_ssize_t row_step,
+                                             Py_ssize_t stride_w, floating* sums) noexcept nogil:
     """channel_tap_tile for 1 vector of output channels (groups of at most TILE channels,
     gy_t (H_out*W_out, TILE)):
 
@@ -850,10 +851,10 @@ def conv2d_grad_weight_by_channels(
     transposes).
 
     The same sum as conv2d_grad_weight, vectorised the other way round: over TILE output
-    channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_one_vector where
-    OP = TILE). Each task copies its input planes, zero-padded, into padded (pad_rows with
-    stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and its
-    output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
+    channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_one_vector
+    where OP = TILE). Each task copies its input planes, zero-padded, into padded (pad_rows
+    with stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and
+    its output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
     OP = out_g rounded up to 2*TILE, or TILE where out_g <= TILE (the extra channels zero,
     and dropped). partial (threads, groups, R12, OP) with R12 = Cg*kH*kW rounded up to 12,
     zero on entry (tap-major, so that a tile's sums are added a vector at a time);
@@ -896,7 +897,7 @@ def conv2d_grad_weight_by_channels(
         if OP == TILE:                                     # one vector of channels
             for kg in range(R12 // TAPS):                  # taps 12*kg ...
                 channel_tap_tile_one_vector(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
-                                       stride_h * Cg * Wp, stride_w, s)
+                                            stride_h * Cg * Wp, stride_w, s)
                 for k in range(TAPS):
                     row = &partial[t, g, kg * TAPS + k, 0]
                     for l in range(TILE):
@@ -1054,8 +1055,8 @@ def conv2d_forward_by_channels(
     (TILE for 28 positions), tap-major, zero past the group's channels; bias_t
     (groups, CB * B) likewise. offsets: where tap (c*kH + p)*kW + q of output (0, 0) lies
     in the padded rows (pad_rows: (rows, Cg, Wp)); each phase of Wp covers whole tiles of
-    ``positions``. padded
-    (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) is a per-thread workspace.
+    ``positions``. padded (threads, ((chunk - 1) * stride_h + reach) * Cg * Wp) is a
+    per-thread workspace.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]

@@ -435,7 +435,7 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
     op = -(-out_g // (vectors * TILE)) * vectors * TILE
     padded = _workspace("padded", threads, hp * cg * wp, x.dtype)
     gy_t = _workspace("gy_t", threads, g.out_h * g.out_w * op, x.dtype)
-    sums = _workspace("tap_sums", threads, 24 * TILE, x.dtype)
+    sums = _workspace("tap_sums", threads, 2 * GRAD_WEIGHT_TAPS * TILE, x.dtype)
     partial = np.zeros((threads, g.groups, r12, op), x.dtype)
     _conv_blocked.conv2d_grad_weight_by_channels(
         x, grad_y, partial, padded, gy_t[:, :g.out_h * g.out_w * op], sums, offsets, hp, wp,
