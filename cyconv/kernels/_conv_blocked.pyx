@@ -80,8 +80,9 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
     (columns 0, s, 2s, ...; then 1, s+1, ...; each Wp / stride_w long), so that the columns
     one tap reads for neighbouring outputs, s apart in the image, are side by side here.
     The rows of all channels are interleaved so that the few rows a tile reads, for every
-    channel, lie next to each other in memory. (The copy reads x plane by plane, in the
-    order it lies in memory.)
+    channel, lie next to each other in memory. (The copy writes ``padded`` in the order it
+    lies in memory, which was 2-3% faster on the forward pass of a 28x28 dilated layer than
+    reading x plane by plane and writing rows 8 KiB apart one after another.)
     """
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3], Wm = Wp // stride_w
     cdef Py_ssize_t lo = min(max(pad_left, 0), Wp)               # stride 1: first column inside x
@@ -91,11 +92,11 @@ cdef void pad_rows(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t c0, 
     cdef floating* dst
     cdef const floating* src
     memset(padded, 0, rows * count * Wp * sizeof(floating))     # zeros first, then the image
-    for c in range(count):
-        for r in range(rows):
-            h = r0 + r - pad_top
-            if h < 0 or h >= H:
-                continue
+    for r in range(rows):
+        h = r0 + r - pad_top
+        if h < 0 or h >= H:
+            continue
+        for c in range(count):
             row = padded + (r * count + c) * Wp
             if stride_w == 1:
                 memcpy(row + lo, &x[n, c0 + c, h, lo - pad_left], (hi - lo) * sizeof(floating))
