@@ -293,11 +293,14 @@ def test_blocked_weight_packing_puts_each_blocks_4_channels_side_by_side(c_out, 
 
 
 @pytest.mark.parametrize("c_out, groups", [(64, 1), (20, 1), (66, 2), (3, 3)])
-def test_weight_packing_in_blocks_of_2_vectors_pads_with_zero_filters(c_out, groups):
-    """The same packing in blocks of 2*TILE channels (the tiles over output channels):
-    w_blocks[g, b, k, j] = w_matrix[g*out_g + 2*TILE*b + j, k], 0 past the group's channels."""
-    rng = np.random.default_rng(c_out * 10 + groups)
-    taps, out_g, width = 9 * 2, c_out // groups, 2 * conv_module.TILE
+@pytest.mark.parametrize("taps", [7, 9 * 2, 9 * 16 + 5])
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_weight_packing_in_blocks_of_vectors_pads_with_zero_filters(c_out, groups, taps, vectors):
+    """The same packing in blocks of 1 or 2 vectors of channels (the tiles over output
+    channels), 16 taps at a time through transposes and the taps left over one by one:
+    w_blocks[g, b, k, j] = w_matrix[g*out_g + width*b + j, k], 0 past the group's channels."""
+    rng = np.random.default_rng(c_out * 10 + groups + taps)
+    out_g, width = c_out // groups, vectors * conv_module.TILE
     blocks = -(-out_g // width)
     for dtype in DTYPES:
         w_matrix = rng.standard_normal((c_out, taps)).astype(dtype)
