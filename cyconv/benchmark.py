@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functional, kernels, models, nn, optim, reference
+from .kernels import _parallel
 from . import random as cyconv_random
 from .autograd import Tensor, no_grad
 from .geometry import conv2d_geometry
@@ -440,6 +441,24 @@ def gemm_ceiling(threads: int, dtype=np.float32, size: int = 2048, repeats: int 
     return 2.0 * size ** 3 / statistics.median(times) / 1e9
 
 
+def multiply_add_peak(threads: int, seconds: float = 0.02, repeats: int = 7) -> float:
+    """GFLOP/s of float32 vector multiply-adds, 12 independent ones a step, on ``threads``
+    threads (kernels._parallel.multiply_adds): the most a convolution's inner loop, which
+    is made of such multiply-adds, can reach on this machine (NumPy's sgemm came within 2%
+    of it in both runs of bench/RESULTS.md that measured the two). Median of ``repeats`` runs of about ``seconds`` each, after a warm-up run."""
+    flops_per_step = 2 * 12 * _parallel.PEAK_LANES * threads
+    steps = 1000
+    start = time.perf_counter()
+    _parallel.multiply_adds(steps, threads)                       # warm-up, and calibration
+    steps = max(steps, int(steps * seconds / max(time.perf_counter() - start, 1e-6)))
+    rates = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        _parallel.multiply_adds(steps, threads)
+        rates.append(flops_per_step * steps / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
 def _format_table(rows: list[dict], with_torch: bool, ceiling: float | None = None,
                   memory: bool = False) -> str:
     """The markdown table; an implementation a case does not have (numpy for the training
@@ -533,7 +552,7 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
                    gemm_size: int = 2048, memory: bool = True, png=None,
                    markdown=None) -> str:
     """Time every case and return the markdown table (ratios > 1 mean cyconv is faster),
-    preceded by a line giving the measured GEMM ceiling.
+    preceded by lines giving the measured GEMM ceiling and multiply-add peak.
 
     ``png``: also write a bar chart of the ratios there; ``markdown``: also write the text
     returned there. cyconv's, BLAS's and PyTorch's thread counts are put back afterwards.
@@ -547,7 +566,10 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
         ceiling = gemm_ceiling(threads, dtype, gemm_size)
         gemm = "sgemm" if np.dtype(dtype) == np.float32 else "dgemm"
         head = (f"{gemm} ceiling: NumPy {np.dtype(dtype).name} matmul {gemm_size}x{gemm_size}, "
-                f"{threads} thread{'s' if threads != 1 else ''}: {ceiling:.1f} GFLOP/s")
+                f"{threads} thread{'s' if threads != 1 else ''}: {ceiling:.1f} GFLOP/s\n"
+                f"multiply-add peak: float32 vectors of {_parallel.PEAK_LANES}, "
+                f"{threads} thread{'s' if threads != 1 else ''}: "
+                f"{multiply_add_peak(threads):.1f} GFLOP/s")
         kernels.set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
@@ -583,10 +605,18 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
 
 def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2,
                 progress=print) -> str:
-    """cyconv on 1 thread against ``threads`` threads, interleaved; returns a markdown table."""
-    lines = [f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up |",
-             "|---|---|---|---|---|"]
+    """cyconv on 1 thread against ``threads`` threads, interleaved; returns a markdown table,
+    preceded by the same speed-up of the machine's multiply-add peak (multiply_add_peak):
+    on a machine whose cores slow down when all of them work, no loop gains more."""
     cases = build_cases(names, dtype, None)
+    peaks = {n: statistics.median(multiply_add_peak(n, repeats=3) for _ in range(3))
+             for n in (1, threads)}
+    lines = [f"multiply-add peak: 1 thread {peaks[1]:.1f} GFLOP/s, {threads} threads "
+             f"{peaks[threads]:.1f} GFLOP/s: {peaks[threads] / peaks[1]:.2f}x", "",
+             f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up |",
+             "|---|---|---|---|---|"]
+    if progress:
+        progress(lines[0])
     settle_allocator()
     for case in cases:
         run = case.runs["cyconv"]

@@ -21,6 +21,9 @@ def test_bench_command_writes_table_and_chart(tmp_path, capsys):
     assert table.strip() in out                                # the same text is printed
     lines = table.splitlines()
     assert lines[0].startswith("sgemm ceiling: NumPy float32 matmul 256x256, 2 threads: ")
+    assert lines[1].startswith(f"multiply-add peak: float32 vectors of "
+                               f"{kernels._parallel.PEAK_LANES}, 2 threads: ")
+    assert lines[1].endswith(" GFLOP/s")
     header = next(line for line in lines if line.startswith("| shape"))
     for column in ("numpy / cyconv", "cyconv GFLOP/s", "of sgemm ceiling", "peak extra MiB"):
         assert f"| {column} |" in header
@@ -154,8 +157,10 @@ def test_comparisons_settle_the_allocator_before_timing_any_case(monkeypatch):
                              min_time=0.001, gemm_size=64, memory=False)
     assert events == ["settle", "measure", "measure"]          # forward, backward
     events.clear()
-    benchmark.run_scaling(1, ["max2x2_32"], progress=None)
+    table = benchmark.run_scaling(1, ["max2x2_32"], progress=None).splitlines()
     assert events == ["settle", "measure", "measure"]
+    assert table[0].startswith("multiply-add peak: 1 thread ") and " 2 threads " in table[0]
+    assert table[2] == "| shape | pass | 1 thread ms | 2 threads ms | speed-up |"
 
 
 def test_settle_allocator_frees_what_it_allocates():
@@ -169,3 +174,26 @@ def test_settle_allocator_frees_what_it_allocates():
         tracemalloc.stop()
     assert peak >= benchmark.SETTLE_BYTES       # the block was really allocated ...
     assert current < 2**20                      # ... and freed
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_multiply_adds_runs_every_step_on_every_thread(threads):
+    """Each accumulator starts at its index (0..11) in every lane and adds b = 0.5 a step
+    (a = 1): after 1000 steps, lanes * (66 + 12 * 500) per thread, exactly in float32."""
+    lanes = kernels._parallel.PEAK_LANES
+    assert lanes in (8, 16)
+    total = kernels._parallel.multiply_adds(1000, threads, 1.0, 0.5)
+    assert total == threads * lanes * (66 + 12 * 0.5 * 1000)
+    assert kernels._parallel.multiply_adds(0, threads) == threads * lanes * 66
+
+
+def test_multiply_adds_refuses_bad_counts():
+    with pytest.raises(ValueError, match="steps must be >= 0 and threads >= 1, got 10 and 0"):
+        kernels._parallel.multiply_adds(10, 0)
+    with pytest.raises(ValueError, match="got -1 and 1"):
+        kernels._parallel.multiply_adds(-1, 1)
+
+
+def test_multiply_add_peak_is_a_rate():
+    peak = benchmark.multiply_add_peak(1, seconds=0.002, repeats=3)
+    assert np.isfinite(peak) and peak > 0

@@ -3,7 +3,12 @@
 
 The OpenMP calls are wrapped so that the module also compiles without OpenMP (the serial
 fallback build): there ``prange`` runs serially and these functions report one thread.
+It also holds the probe of the machine's multiply-add peak (``multiply_adds``), against
+which the benchmarks measure the convolutions' inner loops.
 """
+
+import numpy as np
+from cython.parallel cimport prange
 
 cdef extern from *:
     """
@@ -27,3 +32,58 @@ def openmp_enabled():
 def openmp_num_procs():
     """Processors OpenMP sees (1 in the serial build)."""
     return omp_get_num_procs()
+
+
+# --- the machine's multiply-add peak: what a loop of vector FMAs can reach ------------------
+
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define CYCONV_PEAK_VEC 16
+    #else
+    #define CYCONV_PEAK_VEC 8
+    #endif
+    typedef float cyconv_peakv __attribute__((vector_size(CYCONV_PEAK_VEC * 4)));
+    /* 12 independent accumulators, acc = acc * a + b, one fused multiply-add each a step:
+       enough to keep both FMA units busy through the 4-cycle latency of each. Returns the
+       sum of every lane of every accumulator, so that the compiler keeps the work. */
+    static double cyconv_multiply_adds(long steps, float a, float b) {
+        cyconv_peakv acc[12];
+        double total = 0;
+        long s;
+        int i, l;
+        for (i = 0; i < 12; i++)
+            for (l = 0; l < CYCONV_PEAK_VEC; l++)
+                acc[i][l] = (float)i;
+        for (s = 0; s < steps; s++) {
+            #pragma GCC unroll 12
+            for (i = 0; i < 12; i++)
+                acc[i] = acc[i] * a + b;
+        }
+        for (i = 0; i < 12; i++)
+            for (l = 0; l < CYCONV_PEAK_VEC; l++)
+                total += acc[i][l];
+        return total;
+    }
+    """
+    enum: CYCONV_PEAK_VEC
+    double cyconv_multiply_adds(long steps, float a, float b) noexcept nogil
+
+
+#: float32 lanes of one vector of the build (16 with AVX-512, else 8); each step of
+#: multiply_adds does 12 vector multiply-adds, 2 * 12 * PEAK_LANES FLOPs.
+PEAK_LANES = CYCONV_PEAK_VEC
+
+
+def multiply_adds(long steps, int threads, float a=1.0, float b=0.5):
+    """Run ``steps`` x 12 independent float32 vector multiply-adds (acc = acc * a + b) on
+    each of ``threads`` threads: 2 * 12 * PEAK_LANES * steps FLOPs a thread, the peak a
+    convolution's inner loop could reach. Returns the sum of all accumulators (each starts
+    at its index, 0 to 11, in every lane), so that the work cannot be left out."""
+    cdef double[::1] totals = np.zeros(max(threads, 1))
+    cdef Py_ssize_t t
+    if steps < 0 or threads < 1:
+        raise ValueError(f"steps must be >= 0 and threads >= 1, got {steps} and {threads}")
+    for t in prange(threads, nogil=True, num_threads=threads, schedule="static", chunksize=1):
+        totals[t] = cyconv_multiply_adds(steps, a, b)
+    return float(np.sum(totals))
