@@ -133,12 +133,13 @@ def test_same_result_on_any_number_of_threads(threads):
     assert_matches(many, R.conv2d(x, w, b, 1, 1), np.float32, 8 * 9)
 
 
-def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4(threads):
     rng = np.random.default_rng(6)
-    groups, out_g, cg = 2, 5, 3
+    groups, out_g, cg = 2, 5, 3 + 16                            # channels: 16 at a time, and 3
     w = rng.standard_normal((groups * out_g, cg, 3, 3))
-    u = np.zeros((groups, 16, 2, cg, 4))                        # Kp = 8: 3 padding filters
-    _conv_winograd.transform_weights(w, u)
+    u = np.full((groups, 16, 2, cg, 4), np.nan)                 # Kp = 8: 3 padding filters
+    _conv_winograd.transform_weights(w, u, threads)
     expected = np.einsum("ip,kcpq,jq->kcij", G, w, G).reshape(groups, out_g, cg, 16)
     for g in range(groups):
         for k in range(8):

@@ -36,7 +36,7 @@ reports a non-finite output, and cyconv.kernels.conv then runs the direct sum in
 The arguments were checked in Python; nothing is checked here.
 """
 
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
@@ -86,35 +86,57 @@ cdef void split_row(const floating* row, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t
             odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
 
 
-def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] u):
+cdef inline void transform_filter(const floating* f, floating* u0, Py_ssize_t e_stride) noexcept nogil:
+    """u0[e * e_stride] = (G f G^T)[e // 4, e % 4] for one 3x3 filter f (row-major)."""
+    cdef floating gw[4][3]               # G f: the filter's 3 columns, transformed
+    cdef Py_ssize_t p, i
+    # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], on the rows
+    for p in range(3):
+        gw[0][p] = f[p]
+        gw[1][p] = (f[p] + f[3 + p] + f[6 + p]) / 2
+        gw[2][p] = (f[p] - f[3 + p] + f[6 + p]) / 2
+        gw[3][p] = f[6 + p]
+    for i in range(4):                   # ... and G^T on the columns
+        u0[(4 * i + 0) * e_stride] = gw[i][0]
+        u0[(4 * i + 1) * e_stride] = (gw[i][0] + gw[i][1] + gw[i][2]) / 2
+        u0[(4 * i + 2) * e_stride] = (gw[i][0] - gw[i][1] + gw[i][2]) / 2
+        u0[(4 * i + 3) * e_stride] = gw[i][2]
+
+
+cdef void transform_block(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] u,
+                          Py_ssize_t g, Py_ssize_t kb, Py_ssize_t out_g) noexcept nogil:
+    """u[g, e, kb, c, b] for every channel c and the filters b < 4 of block kb of group g
+    (0 for those past out_g), 16 channels at a time: transformed into a local buffer, then
+    copied to the 16 planes e as runs of 16 x 4 values."""
+    cdef floating buf[16 * 16 * BLOCK]   # buf[e * 64 + c * 4 + b] for 16 channels
+    cdef Py_ssize_t Cg = w.shape[1], filters = min(BLOCK, out_g - kb * BLOCK)
+    cdef Py_ssize_t c0, c, b, e, count
+    memset(buf, 0, sizeof(buf))          # the padding filters stay 0
+    for c0 in range(0, Cg, 16):
+        count = min(16, Cg - c0)
+        for c in range(count):
+            for b in range(filters):
+                transform_filter(&w[g * out_g + kb * BLOCK + b, c0 + c, 0, 0],
+                                 &buf[c * BLOCK + b], 16 * BLOCK)
+        for e in range(16):
+            memcpy(&u[g, e, kb, c0, 0], &buf[e * 16 * BLOCK], count * BLOCK * sizeof(floating))
+
+
+def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] u,
+                      int num_threads=1):
     """u[g, e, kb, c, b] = (G w[co, c] G^T)[e // 4, e % 4] with co = g*out_g + 4*kb + b (0 for
     the padding channels co >= (g + 1)*out_g): every 3x3 filter transformed, packed as
-    conv2d_forward reads it. w (C_out, Cg, 3, 3); u (groups, 16, Kp // 4, Cg, 4), zero on
-    entry.
+    conv2d_forward reads it. w (C_out, Cg, 3, 3); u (groups, 16, Kp // 4, Cg, 4).
+
+    One task per (group, block of 4 output channels), on ``num_threads`` threads
+    (transform_block). (Written filter by filter, the 16 values of each land in 16 planes
+    whose distance is often a multiple of 4 KiB, all in one set of the L1 cache: the loop
+    took 0.19 ms for a 64x64x3x3 weight.)
     """
-    cdef Py_ssize_t groups = u.shape[0], Kp = u.shape[2] * BLOCK, Cg = w.shape[1]
-    cdef Py_ssize_t out_g = w.shape[0] // groups, g, k, c, p, i, j
-    cdef floating gw[4][3]               # G w: the filter's 3 columns, transformed
-    cdef floating v[4][4]                # (G w) G^T
-    with nogil:
-        for g in range(groups):
-            for k in range(out_g):
-                for c in range(Cg):
-                    # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], on the rows
-                    for p in range(3):
-                        gw[0][p] = w[g * out_g + k, c, 0, p]
-                        gw[1][p] = (w[g * out_g + k, c, 0, p] + w[g * out_g + k, c, 1, p]
-                                    + w[g * out_g + k, c, 2, p]) / 2
-                        gw[2][p] = (w[g * out_g + k, c, 0, p] - w[g * out_g + k, c, 1, p]
-                                    + w[g * out_g + k, c, 2, p]) / 2
-                        gw[3][p] = w[g * out_g + k, c, 2, p]
-                    for i in range(4):           # ... and G^T on the columns
-                        v[i][0] = gw[i][0]
-                        v[i][1] = (gw[i][0] + gw[i][1] + gw[i][2]) / 2
-                        v[i][2] = (gw[i][0] - gw[i][1] + gw[i][2]) / 2
-                        v[i][3] = gw[i][2]
-                        for j in range(4):
-                            u[g, 4 * i + j, k // BLOCK, c, k % BLOCK] = v[i][j]
+    cdef Py_ssize_t groups = u.shape[0], blocks = u.shape[2]
+    cdef Py_ssize_t out_g = w.shape[0] // groups, task
+    for task in prange(groups * blocks, nogil=True, schedule="static", num_threads=num_threads):
+        transform_block(w, u, task // blocks, task % blocks, out_g)
 
 
 def split_columns(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] xs,

@@ -543,8 +543,8 @@ def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
                       x.dtype)
     nonfinite = np.zeros(threads, np.intc)
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
-    u = np.zeros((groups, 16, kp // BLOCK, cg, BLOCK), x.dtype)
-    _conv_winograd.transform_weights(np.ascontiguousarray(weight), u)
+    u = np.empty((groups, 16, kp // BLOCK, cg, BLOCK), x.dtype)
+    _conv_winograd.transform_weights(np.ascontiguousarray(weight), u, threads)
     _conv_winograd.conv2d_forward(split, u, bias, y, work, nonfinite, tiles, groups, threads)
     if nonfinite.any():
         _blocked_conv(x, weight, bias, y, pad_top, pad_left, (1, 1), (1, 1), groups, threads)
