@@ -85,12 +85,10 @@ SPAN = conv_module.WINOGRAD_SPAN          # tiles of one register tile: 24, or 4
 
 
 @pytest.mark.parametrize("spans", [1, 2, 3, 4])
-@pytest.mark.parametrize("keep_bytes", [0, 2**25])       # the split input made per call, kept
-def test_any_task_size(spans, keep_bytes, monkeypatch):
+def test_any_task_size(spans, monkeypatch):
     """Tasks of 1 to 4 spans of tiles give the reference's numbers (216 tiles: several
-    tasks and a short last one)."""
+    tasks and a short last one, rows of tiles split across tasks)."""
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_TILES", spans * SPAN)
-    monkeypatch.setattr(conv_module, "WINOGRAD_KEEP_BYTES", keep_bytes)
     assert conv_module.winograd_tiles(4, 8, 4) == spans * SPAN
     rng = np.random.default_rng(4)
     x, w, b = random_problem(rng, (3, 4, 11, 23), (6, 4, 3, 3), np.float32)
@@ -145,18 +143,6 @@ def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4(threads):
         for k in range(8):
             want = expected[g, k] if k < out_g else np.zeros((cg, 16))
             np.testing.assert_allclose(u[g, :, k // 4, :, k % 4].T, want, rtol=1e-14, atol=1e-14)
-
-
-def test_split_columns_is_the_padded_input_in_even_and_odd_columns():
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
-    pad_top, pad_left, rows, room = 2, 1, 10, 12
-    xs = np.full((2, 3, rows, 2, room), np.nan, np.float32)
-    _conv_winograd.split_columns(x, xs, pad_top, pad_left, 2)
-    padded = np.zeros((2, 3, rows, 2 * room), np.float32)
-    padded[:, :, pad_top:pad_top + 5, pad_left:pad_left + 7] = x
-    np.testing.assert_array_equal(xs[:, :, :, 0], padded[:, :, :, 0::2])
-    np.testing.assert_array_equal(xs[:, :, :, 1], padded[:, :, :, 1::2])
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])

@@ -18,13 +18,15 @@ M[e] (out channels x tiles) = U[e] (out channels x Cg) @ V[e] (Cg x tiles): 16 p
 Cg multiply-adds make 4 outputs, 4 * Cg per output instead of the direct sum's 9 * Cg.
 (The adds of the transforms are cheap beside them when there are many channels.)
 
-transform_weights computes U for every filter; split_columns copies the zero-padded input
-with each row split into its even and odd columns (so that neighbouring tiles' blocks lie
-side by side); conv2d_forward does the rest, in tasks of T tiles of one group (the tiles
-of all images of the batch, numbered row by row, image after image), each thread in
-buffers of its own small enough for its L2 cache:
+transform_weights computes U for every filter; conv2d_forward does the rest, in tasks of
+T tiles of one group (the tiles of all images of the batch, numbered row by row, image
+after image), each thread in buffers of its own small enough for its L2 cache:
 
-1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles;
+1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles; it
+   first splits the 4 input rows of a row of tiles, zero-padded, into their even and odd
+   columns (split_row), so that neighbouring tiles' blocks lie side by side. (A copy of
+   the whole split input made before the tasks, as large as the input, was 5-16% slower
+   on the 3x3 layers measured: it went out to memory and came back.)
 2. multiply_block: M (16, out channels, T), 4 output channels x SPAN tiles at a time, in
    12 vector accumulators (the register tile of _conv_blocked, with tiles in place of
    columns): SPAN = 3 vectors of the build, 48 tiles with AVX-512, otherwise 24;
@@ -79,11 +81,14 @@ cdef void split_row(const floating* row, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t
     for m in range(vectors_end, hi):
         even[m] = row[w0 + 2 * m]
         odd[m] = row[w0 + 2 * m + 1]
-    for m in range(count):                                 # the padding at both ends
-        if m < lo or m >= hi:
-            w = w0 + 2 * m
-            even[m] = row[w] if 0 <= w < W else 0
-            odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
+    for m in range(lo):                                    # the padding at both ends
+        w = w0 + 2 * m
+        even[m] = row[w] if 0 <= w < W else 0
+        odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
+    for m in range(hi, count):
+        w = w0 + 2 * m
+        even[m] = row[w] if 0 <= w < W else 0
+        odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
 
 
 cdef inline void transform_filter(const floating* f, floating* u0, Py_ssize_t e_stride) noexcept nogil:
@@ -139,57 +144,46 @@ def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] 
         transform_block(w, u, task // blocks, task % blocks, out_g)
 
 
-def split_columns(const floating[:, :, :, ::1] x, floating[:, :, :, :, ::1] xs,
-                  Py_ssize_t pad_top, Py_ssize_t pad_left, int num_threads):
-    """xs[n, c, r, 0, m] = xp[n, c, r, 2m] and xs[n, c, r, 1, m] = xp[n, c, r, 2m + 1]: the
-    zero-padded input xp[n, c, r, s] = x[n, c, r - pad_top, s - pad_left] (0 outside x),
-    each row split into its even and odd columns.
-
-    xs (N, C, Hp, 2, Wh): the 4 columns of the block of tile column m are then even[m],
-    odd[m], even[m+1], odd[m+1], and the transform works on 8 neighbouring tiles at once
-    with vector loads. Wh leaves room for the vectors of 8 tiles that stick out past the
-    last tile.
-    """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Hp = xs.shape[2], Wh = xs.shape[4], plane, n, c, r, h
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
-        n = plane // C
-        c = plane % C
-        for r in range(Hp):
-            h = r - pad_top
-            if 0 <= h < H:
-                split_row(&x[n, c, h, 0], W, -pad_left, Wh, &xs[n, c, r, 0, 0], &xs[n, c, r, 1, 0])
-            else:
-                memset(&xs[n, c, r, 0, 0], 0, 2 * Wh * sizeof(floating))
-
-
-cdef void transform_input(const floating[:, :, :, :, ::1] xs, Py_ssize_t c0, Py_ssize_t Cg,
+cdef void transform_input(const floating[:, :, :, ::1] x, Py_ssize_t c0, Py_ssize_t Cg,
                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t TH, Py_ssize_t TW,
-                          floating* v, Py_ssize_t T, Py_ssize_t S) noexcept nogil:
+                          Py_ssize_t pad_top, Py_ssize_t pad_left, floating* rows,
+                          Py_ssize_t L, floating* v, Py_ssize_t T, Py_ssize_t S) noexcept nogil:
     """v[e * plane_size(Cg, S) + c * S + t] = (B^T d B)[e // 4, e % 4] for tiles first + t
-    (t < count) of channels c0 .. c0 + Cg - 1; zero for count <= t < T. (S >= T + 8: room
-    for the last vector of 8 tiles to stick out.)
+    (t < count) of channels c0 .. c0 + Cg - 1 of x; zero for count <= t < T. (S >= T + 8:
+    room for the last vector of 8 tiles to stick out.)
 
     Tile s is (image s // (TH*TW), tile row s // TW % TH, tile column s % TW); its block d
-    holds the padded input rows 2*row .. 2*row + 3, columns 2*column .. 2*column + 3:
-    row r of the block of tile column m is even[m], odd[m], even[m+1], odd[m+1] of
-    xs[n, c, 2*row + r] (see split_columns), so every step below works on 8 neighbouring
-    tiles at once.
+    holds the rows 2*row .. 2*row + 3 and columns 2*column .. 2*column + 3 of the input
+    padded with zeros (pad_top rows above, pad_left columns on the left). For each channel
+    and row of tiles, those 4 rows are first split into their even and odd columns
+    (split_row, into ``rows``: 8 rows of L >= ceil(TW / 8) * 8 + 1 values), so that row r
+    of the block of tile column m is even[m], odd[m], even[m+1], odd[m+1], and every step
+    below works on 8 neighbouring tiles at once.
     """
     cdef floating a[16 * TILE]           # d B for 8 tiles: a[(4*row + column) * 8 + tile]
-    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, j, m, e
+    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, j, m, e, h
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], split
     cdef const floating* ev
     cdef const floating* od
     cdef floating* out
     while t < count:                      # one row of tiles (or the part of it in the task)
         n, ti, tj0 = tile_position(first + t, TH, TW)
         seg = min(TW - tj0, count - t)
+        split = (seg + 7) // 8 * 8 + 1   # the columns the vectors of 8 tiles read
         for c in range(Cg):
             out = v + c * S + t
+            for r in range(4):           # rows[2r * L:]: even columns of row r, then odd
+                h = 2 * ti + r - pad_top
+                if 0 <= h < H:
+                    split_row(&x[n, c0 + c, h, 0], W, 2 * tj0 - pad_left, split,
+                              rows + 2 * r * L, rows + (2 * r + 1) * L)
+                else:
+                    memset(rows + 2 * r * L, 0, split * sizeof(floating))
+                    memset(rows + (2 * r + 1) * L, 0, split * sizeof(floating))
             for m in range(0, seg, 8):
                 for r in range(4):       # d B, row by row: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-                    ev = &xs[n, c0 + c, 2 * ti + r, 0, tj0 + m]
-                    od = &xs[n, c0 + c, 2 * ti + r, 1, tj0 + m]
+                    ev = rows + 2 * r * L + m
+                    od = rows + (2 * r + 1) * L + m
                     sub8(&a[(4 * r + 0) * TILE], ev, ev + 1)
                     add8(&a[(4 * r + 1) * TILE], od, ev + 1)
                     sub8(&a[(4 * r + 2) * TILE], ev + 1, od)
@@ -323,31 +317,41 @@ cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
     return False
 
 
-def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :, ::1] u,
-                   const floating[::1] bias, floating[:, :, :, ::1] y, floating[:, ::1] work,
-                   int[::1] nonfinite, Py_ssize_t T, Py_ssize_t groups, int num_threads):
-    """y = conv2d(x, w) + bias for a 3x3 weight w, stride 1, no dilation.
+cdef inline Py_ssize_t split_length(Py_ssize_t W_out) noexcept nogil:
+    """Room for one split row (the even or the odd columns) of transform_input: the
+    ceil(W_out / 2) tiles of a row in whole vectors of 8, and the column after them."""
+    return ((W_out + 1) // 2 + 7) // 8 * 8 + TILE
 
-    xs (split_shape(...)): the padded input, split by split_columns.
-    u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each group's output
-    channels padded with zero filters to Kp, a multiple of 4; u[g, e, kb, c, b] is
-    position e of channel g*out_g + 4*kb + b's filter for input channel c. bias (C_out,)
-    (zeros for none). T: tiles per task, a multiple of SPAN (SPAN_TILES). work
-    (threads, workspace_size(...)) holds each thread's V, M and outputs of a row of tiles.
-    nonfinite (threads,), zero on entry: thread t sets nonfinite[t] = 1 if it wrote an inf
-    or a NaN (then y is not the direct sum's: see the module's text).
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::1] u,
+                   const floating[::1] bias, floating[:, :, :, ::1] y, floating[:, ::1] work,
+                   int[::1] nonfinite, Py_ssize_t T, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                   Py_ssize_t groups, int num_threads):
+    """y = conv2d(x, w) + bias for a 3x3 weight w, stride 1, no dilation, x padded with
+    pad_top rows of zeros above and pad_left columns on the left (and as many as the
+    tiles read below and on the right).
+
+    x (N, C, H, W). u (groups, 16, Kp // 4, Cg, 4): the transformed weights G w G^T, each
+    group's output channels padded with zero filters to Kp, a multiple of 4;
+    u[g, e, kb, c, b] is position e of channel g*out_g + 4*kb + b's filter for input
+    channel c. bias (C_out,) (zeros for none). T: tiles per task, a multiple of SPAN
+    (SPAN_TILES). work (threads, workspace_size(...)) holds each thread's V, M, outputs of a
+    row of tiles and split input rows. nonfinite (threads,), zero on entry: thread t sets
+    nonfinite[t] = 1 if it wrote an inf or a NaN (then y is not the direct sum's: see the
+    module's text).
     """
-    cdef Py_ssize_t N = xs.shape[0], C = xs.shape[1]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups
     cdef Py_ssize_t Kp = u.shape[2] * BLOCK
     cdef Py_ssize_t TH = (H_out + 1) // 2, TW = (W_out + 1) // 2
-    cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8
+    cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8, L = split_length(W_out)
     cdef Py_ssize_t tiles = N * TH * TW, chunks = (tiles + T - 1) // T
     cdef Py_ssize_t task, t, g, first, count, e, span, kb, k
     cdef floating* v
     cdef floating* mbuf
     cdef floating* tmp
+    cdef floating* rows
 
     # chunk by chunk, every group's: the last chunk, often short, comes last
     for task in prange(chunks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
@@ -358,7 +362,9 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
         v = &work[t, 0]
         mbuf = v + 16 * plane_size(Cg, S)
         tmp = mbuf + 16 * plane_size(Kp, S)
-        transform_input(xs, g * Cg, Cg, first, count, TH, TW, v, T, S)
+        rows = tmp + 4 * RW
+        transform_input(x, g * Cg, Cg, first, count, TH, TW, pad_top, pad_left, rows, L, v,
+                        T, S)
         for e in range(16):                        # M[e] = U[e] @ V[e], 4 x SPAN at a time
             for span in range(T // SPAN):
                 for kb in range(Kp // BLOCK):
@@ -376,15 +382,10 @@ def conv2d_forward(const floating[:, :, :, :, ::1] xs, const floating[:, :, :, :
 SPAN_TILES = SPAN
 
 
-def split_shape(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H_out, Py_ssize_t W_out):
-    """The shape of split_columns' xs for conv2d_forward: (N, C, 2*ceil(H_out/2) + 2, 2,
-    ceil(W_out/2) + 8), the padded rows the tiles read and the vectors of 8 that stick out."""
-    return (N, C, 2 * ((H_out + 1) // 2) + 2, 2, (W_out + 1) // 2 + TILE)
-
-
 def workspace_size(Py_ssize_t Cg, Py_ssize_t Kp, Py_ssize_t W_out, Py_ssize_t T):
     """Values of one thread's row of conv2d_forward's work: V (16, Cg, T + 8) and
-    M (16, Kp, T + 8), each position e of them plane_size apart, and the 4 outputs of a row
-    of ceil(W_out / 2) tiles (rounded up to whole vectors)."""
+    M (16, Kp, T + 8), each position e of them plane_size apart, the 4 outputs of a row
+    of ceil(W_out / 2) tiles (rounded up to whole vectors), and the 4 input rows of a row
+    of tiles split into even and odd columns (8 x split_length)."""
     return (16 * (plane_size(Cg, T + TILE) + plane_size(Kp, T + TILE))
-            + 4 * (((W_out + 1) // 2 + 7) // 8 * 8))
+            + 4 * (((W_out + 1) // 2 + 7) // 8 * 8) + 8 * split_length(W_out))

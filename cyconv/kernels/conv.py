@@ -491,9 +491,6 @@ WINOGRAD_SPAN, WINOGRAD_MAX_TILES = _conv_winograd.SPAN_TILES, 96
 #: many tiles as fit, so that they stay in the thread's L2 cache between the steps.
 WINOGRAD_TASK_BYTES = 2**18
 
-#: The largest split copy of the input (bytes) the Winograd path keeps between calls.
-WINOGRAD_KEEP_BYTES = 2**25
-
 
 def winograd_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
     """Why the "winograd" kernel cannot run this pass of the convolution, or None if it can.
@@ -523,21 +520,9 @@ def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
 def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_winograd (a 3x3
     weight, stride 1); where an output is an inf or a NaN, all of y is computed again with
-    the blocked direct sum, whose infs and NaNs are those of the formula's order of sums.
-
-    The split copy of the input is kept for the next call (fresh pages cost time) up to
-    WINOGRAD_KEEP_BYTES; a larger one is made for this call only, so that one large input
-    does not hold its copy for the life of the thread.
-    """
+    the blocked direct sum, whose infs and NaNs are those of the formula's order of sums."""
     c_out, cg = weight.shape[:2]
     kp = -(-(c_out // groups) // BLOCK) * BLOCK
-    split_shape = _conv_winograd.split_shape(*x.shape[:2], *y.shape[2:])
-    size = int(np.prod(split_shape))
-    if size * x.itemsize <= WINOGRAD_KEEP_BYTES:
-        split = _workspace("winograd_split", 1, size, x.dtype)[0, :size].reshape(split_shape)
-    else:
-        split = np.empty(split_shape, x.dtype)
-    _conv_winograd.split_columns(x, split, pad_top, pad_left, threads)
     tiles = winograd_tiles(cg, kp, x.itemsize)
     work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, y.shape[3], tiles),
                       x.dtype)
@@ -545,7 +530,8 @@ def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     u = np.empty((groups, 16, kp // BLOCK, cg, BLOCK), x.dtype)
     _conv_winograd.transform_weights(np.ascontiguousarray(weight), u, threads)
-    _conv_winograd.conv2d_forward(split, u, bias, y, work, nonfinite, tiles, groups, threads)
+    _conv_winograd.conv2d_forward(x, u, bias, y, work, nonfinite, tiles, pad_top, pad_left,
+                                  groups, threads)
     if nonfinite.any():
         _blocked_conv(x, weight, bias, y, pad_top, pad_left, (1, 1), (1, 1), groups, threads)
     return y
