@@ -194,9 +194,18 @@ def test_refuses_what_it_cannot_compute(call, message):
         call(x, w)
 
 
+SHORT_TILE = "winograd" if conv_module.TILE == 16 else "blocked"   # tiles over channels: AVX-512
+
+
 @pytest.mark.parametrize("input_shape, weight_shape, groups, expected", [
+    ((2, 32, 32, 32), (64, 32, 3, 3), 1, SHORT_TILE),    # 32 -> 64: blocked's 2 x 8 tile
+    ((2, 48, 32, 32), (48, 48, 3, 3), 1, SHORT_TILE),    # 48 -> 48, the same
+    ((2, 32, 32, 32), (32, 32, 3, 3), 1, "blocked"),     # 32 x 32 pairs of channels: too few
+    ((2, 16, 32, 32), (128, 16, 3, 3), 1, "blocked"),    # 16 input channels: too few
+    ((2, 32, 56, 56), (64, 32, 3, 3), 1, "blocked"),     # rows of 56: blocked's 2 x 14 tile
+    ((2, 64, 8, 8), (64, 64, 3, 3), 1, "blocked"),       # rows of 8: too narrow for Winograd
     ((2, 64, 24, 24), (64, 64, 3, 3), 1, "winograd"),    # 64 channels, 24 wide
-    ((2, 64, 23, 23), (64, 64, 3, 3), 1, "blocked"),     # ... 23 wide
+    ((2, 64, 23, 23), (64, 64, 3, 3), 1, SHORT_TILE),    # ... 23 wide: blocked's 2 x 8 tile
     ((2, 64, 24, 24), (63, 64, 3, 3), 1, "blocked"),     # 63 output channels
     ((2, 128, 12, 12), (128, 128, 3, 3), 1, "winograd"),
     ((2, 128, 11, 11), (128, 128, 3, 3), 1, "blocked"),
@@ -205,8 +214,11 @@ def test_refuses_what_it_cannot_compute(call, message):
 def test_auto_picks_winograd_for_many_channels_on_wide_images(input_shape, weight_shape,
                                                                groups, expected, monkeypatch):
     monkeypatch.setattr(conv_module, "WINOGRAD_MIN_SIZES", ((64, 24), (128, 12)))
+    monkeypatch.setattr(conv_module, "WINOGRAD_SHORT_TILE_MIN", (32, 2048, 16))
     geo = conv2d_geometry(input_shape, weight_shape, 1, 1, 1, groups)
     assert K.choose_algorithm(geo, "output") == expected
+    if input_shape[1] < 64 <= weight_shape[0]:              # the short-tile rule: float32 only
+        assert K.choose_algorithm(geo, "output", np.float64) != "winograd"
     grad_input = "winograd" if expected == "winograd" else K.choose_algorithm(geo, "grad_input")
     assert K.choose_algorithm(geo, "grad_input") == grad_input
     assert K.choose_algorithm(geo, "grad_weight") != "winograd"

@@ -61,6 +61,17 @@ BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
 #: multiplications they save; on narrow images a row of tiles fills its vectors of 8 badly.
 WINOGRAD_MIN_SIZES = ((64, 24), (128, 12))
 
+#: ... and also where a group has at least 32 input and output channels, 2048 or more
+#: pairs of them, the image is at least 16 columns wide, and the blocked pass would run
+#: its short tile over channels (2 x 8, on rows of 32, 23 or 16, say:
+#: forward_channel_tile), which is slower than its 2 x 14 tile. Measured with AVX-512:
+#: Winograd 1.02-1.51x faster on the forward pass and 1.01-1.43x on the input gradient
+#: (on 32x32 images: 32 -> 64 channels, the CIFAR layer, 1.09-1.15x and 1.04-1.08x,
+#: 48 -> 48 1.51x and 1.43x; 64 channels on 16x16 to 23x23 images 1.03-1.40x; 48 on 16x16
+#: 1.22x), but 0.96x on both with 32 -> 32 channels on 32x32, even on 12x12 images and
+#: 0.6-0.75x on 8x8 ones. As (channels, pairs of channels, width).
+WINOGRAD_SHORT_TILE_MIN = (32, 2048, 16)
+
 #: What each pass computes, as ``choose_algorithm`` names them.
 PASSES = ("output", "grad_input", "grad_weight")
 
@@ -74,7 +85,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
     The rule follows measurements on this project's machine (every algorithm on every pass
     of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): Winograd wins
     the 3x3 stride-1 forward passes and input gradients with many channels on wide enough
-    images (WINOGRAD_MIN_SIZES); the blocked kernels win the other forward passes; the
+    images (WINOGRAD_MIN_SIZES), and with fewer where the blocked kernels would run their
+    short tile (WINOGRAD_SHORT_TILE_MIN); the blocked kernels win the other forward passes; the
     input gradient (a forward convolution with C_in/groups output channels) where those
     come in whole tiles of 4, or are fewer than 4, and without dilation (with it too, with
     AVX-512's vectors of 16); and the weight
@@ -89,9 +101,16 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
     g = geometry
     out_per_group = g.out_channels // g.groups
     if winograd_unsupported(g, computing) is None:
-        channels = min(g.in_channels, g.out_channels) // g.groups
+        in_g, out_g = g.in_channels // g.groups, g.out_channels // g.groups
+        channels = min(in_g, out_g)
         width = g.out_w if computing == "output" else g.in_w
         if any(channels >= c and width >= w for c, w in WINOGRAD_MIN_SIZES):
+            return "winograd"
+        blocked_tile = forward_channel_tile(out_g if computing == "output" else in_g, width,
+                                            dtype)
+        least, pairs, narrowest = WINOGRAD_SHORT_TILE_MIN
+        if (channels >= least and in_g * out_g >= pairs and width >= narrowest
+                and blocked_tile == (2, 8)):
             return "winograd"
     if blocked_unsupported(g, computing) is None:
         if computing == "output":
