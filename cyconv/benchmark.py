@@ -441,11 +441,13 @@ def gemm_ceiling(threads: int, dtype=np.float32, size: int = 2048, repeats: int 
     return 2.0 * size ** 3 / statistics.median(times) / 1e9
 
 
-def multiply_add_peak(threads: int, seconds: float = 0.02, repeats: int = 7) -> float:
+def multiply_add_peak(threads: int, seconds: float = 0.1, repeats: int = 5) -> float:
     """GFLOP/s of float32 vector multiply-adds, 12 independent ones a step, on ``threads``
     threads (kernels._parallel.multiply_adds): the most a convolution's inner loop, which
-    is made of such multiply-adds, can reach on this machine (NumPy's sgemm came within 2%
-    of it in both runs of bench/RESULTS.md that measured the two). Median of ``repeats`` runs of about ``seconds`` each, after a warm-up run."""
+    is made of such multiply-adds, can reach on this machine. The best of ``repeats`` runs
+    of about ``seconds`` each, after a warm-up run: other work on the machine can only slow
+    a run down. (Runs of 20 ms came out up to 20% lower: the cores seem to take a while
+    to reach full speed on this work.)"""
     flops_per_step = 2 * 12 * _parallel.PEAK_LANES * threads
     steps = 1000
     start = time.perf_counter()
@@ -456,7 +458,7 @@ def multiply_add_peak(threads: int, seconds: float = 0.02, repeats: int = 7) -> 
         start = time.perf_counter()
         _parallel.multiply_adds(steps, threads)
         rates.append(flops_per_step * steps / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
+    return max(rates)
 
 
 def _format_table(rows: list[dict], with_torch: bool, ceiling: float | None = None,
@@ -563,13 +565,13 @@ def run_comparison(threads: int = 2, repeats: int = 7, names=None, dtype=np.floa
     threads_before = kernels.get_num_threads()
     torch_threads_before = torch.get_num_threads() if torch is not None else None
     try:
+        peak = multiply_add_peak(threads)          # first: no BLAS thread is awake yet
         ceiling = gemm_ceiling(threads, dtype, gemm_size)
         gemm = "sgemm" if np.dtype(dtype) == np.float32 else "dgemm"
         head = (f"{gemm} ceiling: NumPy {np.dtype(dtype).name} matmul {gemm_size}x{gemm_size}, "
                 f"{threads} thread{'s' if threads != 1 else ''}: {ceiling:.1f} GFLOP/s\n"
                 f"multiply-add peak: float32 vectors of {_parallel.PEAK_LANES}, "
-                f"{threads} thread{'s' if threads != 1 else ''}: "
-                f"{multiply_add_peak(threads):.1f} GFLOP/s")
+                f"{threads} thread{'s' if threads != 1 else ''}: {peak:.1f} GFLOP/s")
         kernels.set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
@@ -609,8 +611,7 @@ def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2
     preceded by the same speed-up of the machine's multiply-add peak (multiply_add_peak):
     on a machine whose cores slow down when all of them work, no loop gains more."""
     cases = build_cases(names, dtype, None)
-    peaks = {n: statistics.median(multiply_add_peak(n, repeats=3) for _ in range(3))
-             for n in (1, threads)}
+    peaks = {n: multiply_add_peak(n) for n in (1, threads)}
     lines = [f"multiply-add peak: 1 thread {peaks[1]:.1f} GFLOP/s, {threads} threads "
              f"{peaks[threads]:.1f} GFLOP/s: {peaks[threads] / peaks[1]:.2f}x", "",
              f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up |",
