@@ -782,3 +782,22 @@ def test_adaptive_avg_pool2d_matches_pytorch(torch, h, w, out_h, out_w):
                                rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(R.adaptive_avg_pool2d_grad_input(gout, x.shape), tx.grad.numpy(),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_geometry_keeps_answers_only_for_exactly_equal_calls():
+    """The kept answers (plain ints and tuples of them) are the computed ones, and a call
+    equal to a kept one but with a bool, a float or a NumPy int is checked afresh."""
+    first = conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), (1, 2), 1, 1, 2)
+    again = conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), (1, 2), 1, 1, 2)
+    assert again == first and (first.out_h, first.out_w) == (9, 5)
+    assert conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), (1, np.int64(2)), 1, 1, 2) == first
+    with pytest.raises(TypeError, match="stride"):
+        conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), (True, 2), 1, 1, 2)
+    with pytest.raises(TypeError, match="stride"):
+        conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), (1.0, 2), 1, 1, 2)
+    conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), 1, 1, 1, 2)
+    with pytest.raises(TypeError, match="groups"):
+        conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), 1, 1, 1, 2.0)
+    for _ in range(2):                                       # refused again, not kept
+        with pytest.raises(ValueError, match="groups=3 must divide the input channels"):
+            conv2d_geometry((2, 4, 9, 9), (8, 2, 3, 3), 1, 1, 1, 3)
