@@ -197,3 +197,28 @@ def test_multiply_adds_refuses_bad_counts():
 def test_multiply_add_peak_is_a_rate():
     peak = benchmark.multiply_add_peak(1, seconds=0.002, repeats=3)
     assert np.isfinite(peak) and peak > 0
+
+
+def test_cases_that_run_winograd_are_marked_and_left_out_of_the_ceiling_note(monkeypatch):
+    """Winograd's GFLOP/s counts the multiplications it saves, so passing the sgemm ceiling
+    says nothing about the ceiling's measurement there; elsewhere it does."""
+    flags = {(case.name, case.step): case.winograd
+             for case in benchmark.build_cases(["resnet_3x3", "dilated"])}
+    assert flags == {("resnet_3x3", "forward"): True, ("resnet_3x3", "grad_input"): True,
+                     ("resnet_3x3", "grad_weight"): False, ("resnet_3x3", "fwd+bwd"): True,
+                     ("dilated", "forward"): False, ("dilated", "grad_input"): False,
+                     ("dilated", "grad_weight"): False, ("dilated", "fwd+bwd"): False}
+    monkeypatch.setattr(benchmark, "gemm_ceiling", lambda *args, **kwargs: 1e-9)
+    monkeypatch.setattr(benchmark, "multiply_add_peak", lambda *args, **kwargs: 1.0)
+    text = benchmark.run_comparison(1, 1, ["lenet_c2"], use_torch=False, progress=None,
+                                    min_time=0.001, memory=False)
+    assert "note: 4 case(s) ran faster than the measured sgemm ceiling (lenet_c2 forward" in text
+
+
+def test_ceiling_note_leaves_out_pooling_and_winograd():
+    row = dict(name="a", step="forward", flops=4e9, cyconv=1.0, gemm_bound=True, winograd=False)
+    rows = [row, dict(row, name="w", winograd=True), dict(row, name="p", gemm_bound=False)]
+    assert benchmark._ceiling_note(rows, 3.0, "sgemm") == (
+        "\n\nnote: 1 case(s) ran faster than the measured sgemm ceiling (a forward): the "
+        "ceiling's measurement was probably slowed by other load; run again")
+    assert benchmark._ceiling_note(rows, 5.0, "sgemm") == ""
