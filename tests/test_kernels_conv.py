@@ -9,6 +9,7 @@ that too.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -907,3 +908,22 @@ def test_forward_by_channels_kernel_checks_its_tile():
             x, w_t, np.zeros((1, 2 * tile), np.float32), np.zeros(1, np.intp),
             np.empty((1, 2 * tile, 1, 16), np.float32), np.zeros((1, 64), np.float32), 28,
             24, 1, 16, 1, 1, 0, 0, 1, 1)
+
+
+def test_workspace_rows_start_on_cache_lines_and_are_reused(monkeypatch):
+    """_workspace: (threads, row) with row >= size, each row on a cache line of its own;
+    the same call gives the same array again, a larger one a new buffer (and the views of
+    the old one are dropped, so it can be freed)."""
+    monkeypatch.setattr(conv_module, "_local", threading.local())
+    first = conv_module._workspace("test", 2, 10, np.float32)
+    assert first.shape == (2, 16)
+    for t in range(2):
+        assert first[t].ctypes.data % conv_module.CACHE_LINE == 0
+    assert conv_module._workspace("test", 2, 10, np.float32) is first
+    assert np.shares_memory(conv_module._workspace("test", 1, 20, np.float32), first)
+    larger = conv_module._workspace("test", 2, 100, np.float32)
+    assert larger.shape == (2, 112) and not np.shares_memory(larger, first)
+    views = conv_module._local.views
+    assert all(np.shares_memory(view, larger) for key, view in views.items()
+               if key[:2] == ("test", np.dtype(np.float32)))
+    assert conv_module._workspace("test", 2, 10, np.float64).shape == (2, 16)
