@@ -410,9 +410,12 @@ def _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride, dil
     cb = -(-out_g // channel_tile)
     w_t = np.empty((groups, cb, cg * kh * kw, channel_tile), x.dtype)
     _conv_blocked.pack_blocks(np.ascontiguousarray(weight.reshape(c_out, -1)), w_t)
-    bias_t = np.zeros((groups, cb * channel_tile), x.dtype)
-    if bias is not None:
-        bias_t[:, :out_g] = bias.reshape(groups, out_g)
+    if bias is not None and out_g % channel_tile == 0:
+        bias_t = bias.reshape(groups, out_g)             # whole blocks: nothing to pad
+    else:
+        bias_t = np.zeros((groups, cb * channel_tile), x.dtype)
+        if bias is not None:
+            bias_t[:, :out_g] = bias.reshape(groups, out_g)
     phase = -(-y.shape[3] // positions) * positions + dilation[1] * (kw - 1) // stride[1]
     wp = stride[1] * phase                              # each stride phase of a padded row
     reach = dilation[0] * (kh - 1) + 1
