@@ -149,11 +149,13 @@ def max_pool2d_backward(const floating[:, :, ::1] grad_y, const long long[:, :, 
     cdef Py_ssize_t HW = grad_x.shape[1]
     cdef Py_ssize_t s, i, j, t
     cdef long long at, low, high
-    cdef long long[::1] lows = np.full(max(num_threads, 1), np.iinfo(np.int64).max, np.int64)
-    cdef long long[::1] highs = np.full(max(num_threads, 1), np.iinfo(np.int64).min, np.int64)
+    # each thread's smallest and largest index so far, 8 entries (a cache line) apart: two
+    # threads writing into one line at every plane would pass it back and forth
+    cdef long long[::1] lows = np.full(8 * max(num_threads, 1), np.iinfo(np.int64).max, np.int64)
+    cdef long long[::1] highs = np.full(8 * max(num_threads, 1), np.iinfo(np.int64).min, np.int64)
 
     for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        t = threadid()
+        t = 8 * threadid()
         low = lows[t]
         high = highs[t]
         memset(&grad_x[s, 0], 0, HW * sizeof(floating))
