@@ -224,3 +224,39 @@ def test_auto_picks_winograd_for_many_channels_on_wide_images(input_shape, weigh
     assert K.choose_algorithm(geo, "grad_weight") != "winograd"
     geo = conv2d_geometry(input_shape, weight_shape, 2, 1, 1, groups)   # stride 2: never
     assert K.choose_algorithm(geo, "output") != "winograd"
+
+
+@pytest.mark.parametrize("input_shape, c_out, pads, spans", [
+    ((1, 3, 1, 1), 2, (1, 1, 1, 1), 1),       # one tile, mostly padding
+    ((2, 5, 9, 7), 6, (0, 2, 3, 0), 1),       # asymmetric padding, odd sizes
+    ((3, 4, 13, 40), 9, (2, 1, 1, 2), 2),     # rows of tiles split across tasks
+    ((2, 8, 20, 17), 4, (3, 3, 3, 3), 1),     # padding 3 on every side
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_stays_inside_a_workspace_of_exactly_its_size(input_shape, c_out, pads, spans,
+                                                             threads):
+    """conv2d_forward called directly, with a workspace of exactly workspace_size values a
+    thread (NaN-filled) followed by NaN guard values, and transform_weights with a NaN-filled
+    u: every guard stays NaN (nothing written past the workspace), u comes out finite (every
+    value written), no non-finite output is reported (no NaN of the workspace read), and y
+    is the reference's."""
+    rng = np.random.default_rng(sum(input_shape) + c_out + threads)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    w = rng.standard_normal((c_out, input_shape[1], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    top, bottom, left, right = pads
+    expected = R.conv2d(np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), w, b)
+    kp = -(-c_out // 4) * 4
+    tiles = spans * _conv_winograd.SPAN_TILES
+    size = _conv_winograd.workspace_size(input_shape[1], kp, expected.shape[3], tiles)
+    memory = np.full(threads * size + 64, np.nan, np.float32)
+    work = memory[:threads * size].reshape(threads, size)
+    u = np.full((1, 16, kp // 4, input_shape[1], 4), np.nan, np.float32)
+    _conv_winograd.transform_weights(w, u, threads)
+    assert np.isfinite(u).all()
+    y = np.full(expected.shape, np.nan, np.float32)
+    nonfinite = np.zeros(threads, np.intc)
+    _conv_winograd.conv2d_forward(x, u, b, y, work, nonfinite, tiles, top, left, 1, threads)
+    assert np.isnan(memory[threads * size:]).all()
+    assert not nonfinite.any()
+    assert_matches(y, expected, np.float32, input_shape[1] * 9)
