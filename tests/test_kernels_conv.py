@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cyconv import kernels as K
@@ -342,6 +342,9 @@ def by_channels_configs(draw):
                        2, (3, 3), 12, 12)
 
 
+@example(config=dict(input_shape=(1, 1, 1, 1), weight_shape=(1, 1, 1, 1), stride=(1, 1),
+                     padding=(0, 0), dilation=(1, 1), groups=1),
+          dtype=np.float32, threads=2, seed=0)  # a row of gy_t shorter than its cache lines
 @given(config=by_channels_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
        seed=st.integers(0, 2**32 - 1))
 def test_blocked_weight_gradient_by_channels_matches_reference(config, dtype, threads, seed):

@@ -865,9 +865,10 @@ def conv2d_grad_weight_by_channels(
     channels instead of TILE output columns (channel_tap_tile; channel_tap_tile_one_vector
     where OP = TILE). Each task copies its input planes, zero-padded, into padded (pad_rows
     with stride 1: (Hp, Cg, Wp), Hp and Wp exactly the rows and columns the taps read) and
-    its output gradient, transposed to positions x channels, into gy_t (H_out*W_out, OP),
-    OP = out_g rounded up to 2*TILE, or TILE where out_g <= TILE (the extra channels zero,
-    and dropped). partial (threads, groups, R12, OP) with R12 = Cg*kH*kW rounded up to 12,
+    its output gradient, transposed to positions x channels, into its row of gy_t (threads,
+    at least H_out*W_out*OP: positions x OP), OP = out_g rounded up to 2*TILE, or TILE where
+    out_g <= TILE (the extra channels zero, and dropped). partial (threads, groups, R12, OP)
+    with R12 = Cg*kH*kW rounded up to 12,
     zero on entry (tap-major, so that a tile's sums are added a vector at a time);
     tap_offsets (R12,): where tap k = (c*kH + p)*kW + q of output (0, 0) lies in padded
     (the taps past R repeat tap 0, and are dropped). sums (threads, 24 * TILE) is a
@@ -876,7 +877,7 @@ def conv2d_grad_weight_by_channels(
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Py_ssize_t C_out = grad_y.shape[1], H_out = grad_y.shape[2], W_out = grad_y.shape[3]
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups, HW = H_out * W_out
-    cdef Py_ssize_t OP = gy_t.shape[1] // HW if HW > 0 else 0, R12 = tap_offsets.shape[0]
+    cdef Py_ssize_t OP = partial.shape[3], R12 = tap_offsets.shape[0]
     cdef Py_ssize_t task, t, n, g, co, pos, p0, cb, kg, k, l
     cdef floating* buf
     cdef floating* gt

@@ -468,7 +468,7 @@ def _blocked_grad_weight_by_channels(grad_y, x, g: geo.ConvGeometry, threads):
     sums = _workspace("tap_sums", threads, 2 * GRAD_WEIGHT_TAPS * TILE, x.dtype)
     partial = np.zeros((threads, g.groups, r12, op), x.dtype)
     _conv_blocked.conv2d_grad_weight_by_channels(
-        x, grad_y, partial, padded, gy_t[:, :g.out_h * g.out_w * op], sums, offsets, hp, wp,
+        x, grad_y, partial, padded, gy_t, sums, offsets, hp, wp,
         g.stride[0], g.stride[1], g.padding[0], g.padding[2], g.groups, threads)
     summed = partial.sum(axis=0)[:, :taps, :out_g]          # (groups, taps, out_g)
     return np.ascontiguousarray(summed.transpose(0, 2, 1)).reshape(g.weight_shape)
