@@ -845,6 +845,9 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
                    else "conv2d_forward_by_channels")
     monkeypatch.setattr(conv_module._conv_blocked, by_channels,
                         spy("blocked", getattr(conv_module._conv_blocked, by_channels)))
+    # ... or, depthwise with stride 1, plane by plane
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_depthwise",
+                        spy("blocked", conv_module._conv_blocked.conv2d_forward_depthwise))
     rng = np.random.default_rng(6)
     x, w, b = random_problem(rng, input_shape, weight_shape, np.float32)   # "auto"'s dtype
     gy = rng.standard_normal(geo.output_shape).astype(np.float32)
@@ -930,3 +933,71 @@ def test_workspace_rows_start_on_cache_lines_and_are_reused(monkeypatch):
     assert all(np.shares_memory(view, larger) for key, view in views.items()
                if key[:2] == ("test", np.dtype(np.float32)))
     assert conv_module._workspace("test", 2, 10, np.float64).shape == (2, 16)
+
+
+@st.composite
+def depthwise_configs(draw):
+    """Depthwise convolutions with stride 1 (groups = channels, one filter each): kernels of
+    1 to 5, dilation 1 to 3, padding from none to more than the kernel, asymmetric too, and
+    rows shorter and longer than the tiles' 4 rows x 2 vectors."""
+    channels = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 5))
+    dilation = draw(st.integers(1, 3))
+    padding = draw(st.one_of(st.integers(0, 4), st.tuples(st.integers(0, 4), st.integers(0, 4))))
+    pad = padding if isinstance(padding, tuple) else (padding, padding)
+    reach = dilation * (k - 1) + 1
+    h = draw(st.integers(max(1, reach - 2 * pad[0]), 40))
+    w = draw(st.integers(max(1, reach - 2 * pad[1]), 40))
+    return dict(input_shape=(draw(st.integers(1, 3)), channels, h, w),
+                weight_shape=(channels, 1, k, k), stride=1, padding=padding,
+                dilation=dilation, groups=channels)
+
+
+@given(config=depthwise_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_depthwise_forward_and_input_gradient_match_reference(config, dtype, threads, seed):
+    """The blocked path's depthwise kernel (conv2d_forward_depthwise: the forward pass, and
+    the input gradient, a depthwise convolution with the flipped filters) against the
+    reference."""
+    rng = np.random.default_rng(seed)
+    x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    geo = conv2d_geometry(x.shape, w.shape, **hyper)
+    old = K.get_num_threads()
+    K.set_num_threads(threads)
+    try:
+        y = K.conv2d(x, w, b, **hyper, algorithm="blocked")
+        gy = rng.standard_normal(geo.output_shape).astype(dtype)
+        gx = (K.conv2d_grad_input(gy, w, x.shape, **hyper, algorithm="blocked")
+              if blocked_runs(geo, "grad_input") else None)
+    finally:
+        K.set_num_threads(old)
+    assert_matches(y, R.conv2d(x, w, b, **hyper), dtype, geo.kernel_h * geo.kernel_w)
+    if gx is not None:
+        assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, **hyper), dtype,
+                       geo.kernel_h * geo.kernel_w)
+
+
+def test_depthwise_runs_plane_by_plane_and_keeps_the_references_non_finite_values(monkeypatch):
+    """"auto" sends the forward pass and the input gradient of the depthwise benchmark layer
+    to conv2d_forward_depthwise, and an inf in the input or a NaN in a filter gives the
+    reference's pattern (the padding's zeros are multiplied, as in the formula)."""
+    calls, real = [], conv_module._conv_blocked.conv2d_forward_depthwise
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_depthwise",
+                        lambda *args: calls.append(args[1].shape) or real(*args))
+    rng = np.random.default_rng(21)
+    x, w, b = random_problem(rng, (2, 8, 9, 10), (8, 1, 3, 3), np.float32)
+    x[0, 1, 0, 4] = np.inf
+    w[5, 0, 1, 1] = np.nan
+    y = K.conv2d(x, w, b, 1, 1, 1, 8)
+    expected = R.conv2d(x, w, b, 1, 1, 1, 8)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_matches(np.where(finite, y, 0), np.where(finite, expected, 0), np.float32, 9)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    x[0, 1, 0, 4] = 0
+    w[5, 0, 1, 1] = 1
+    gx = K.conv2d_grad_input(gy, w, x.shape, 1, 1, 1, 8)
+    assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, 1, 1, 1, 8), np.float32, 9)
+    assert calls == [(8, 9), (8, 9)]

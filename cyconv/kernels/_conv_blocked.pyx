@@ -1116,3 +1116,81 @@ def conv2d_forward_by_channels(
                             &offsets[0], &bias_t[g, cb * block],
                             &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
                             False)
+
+
+# --- depthwise convolution: one input channel per output channel -----------------------------
+
+cdef enum:
+    DEPTHWISE_ROWS = 4    # output rows per register tile of conv2d_forward_depthwise
+
+
+cdef inline void depthwise_tile(const floating* src, Py_ssize_t Wp, const floating* w,
+                                Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t dilation_h,
+                                Py_ssize_t dilation_w, floating bias, floating* out,
+                                Py_ssize_t out_row, Py_ssize_t rows,
+                                Py_ssize_t W_out) noexcept nogil:
+    """out[r * out_row + j] = bias + sum over p, q of w[p*kW + q] * src[(r + p*dh) * Wp +
+    q*dw + j] for r < rows (<= 4) and j < W_out: 4 rows x 2 vectors of TILE columns at a
+    time, in 8 accumulators that do not wait on each other (one alone would wait for the
+    multiply-add before it at every tap). It reads 4 rows of src, to the end of the last
+    pair of vectors."""
+    cdef floating acc[DEPTHWISE_ROWS * 2 * TILE]
+    cdef Py_ssize_t j0 = 0, p, q, r, l
+    cdef const floating* s
+    cdef floating weight
+    while j0 < W_out:
+        for l in range(DEPTHWISE_ROWS * 2 * TILE):
+            acc[l] = bias
+        for p in range(kH):
+            for q in range(kW):
+                weight = w[p * kW + q]
+                s = src + p * dilation_h * Wp + q * dilation_w + j0
+                axpyv(&acc[0 * TILE], weight, s)
+                axpyv(&acc[1 * TILE], weight, s + TILE)
+                axpyv(&acc[2 * TILE], weight, s + Wp)
+                axpyv(&acc[3 * TILE], weight, s + Wp + TILE)
+                axpyv(&acc[4 * TILE], weight, s + 2 * Wp)
+                axpyv(&acc[5 * TILE], weight, s + 2 * Wp + TILE)
+                axpyv(&acc[6 * TILE], weight, s + 3 * Wp)
+                axpyv(&acc[7 * TILE], weight, s + 3 * Wp + TILE)
+        for r in range(rows):
+            for l in range(min(2 * <Py_ssize_t>TILE, W_out - j0)):
+                out[r * out_row + j0 + l] = acc[2 * r * TILE + l]
+        j0 = j0 + 2 * TILE
+
+
+def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
+                             const floating[::1] bias, floating[:, :, :, ::1] y,
+                             floating[:, ::1] padded, Py_ssize_t kH, Py_ssize_t kW,
+                             Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t dilation_h,
+                             Py_ssize_t dilation_w, int num_threads):
+    """y[n, c, i, j] = bias[c] + sum over p, q of w[c, p*kW + q] * xp[n, c, i + p*dh, j + q*dw]
+
+    for a depthwise convolution with stride 1 (groups = channels, one filter each), xp the
+    input zero-padded (pad_top rows above, pad_left columns on the left). One plane per task:
+    it is copied, zero-padded, into the thread's row of ``padded`` (pad_rows: Hp rows of Wp,
+    Hp = H_out rounded up to 4 + dh*(kH-1), Wp = W_out rounded up to pairs of vectors of
+    TILE + dw*(kW-1); see depthwise_padded_size), small enough for the L1 cache; then the
+    output is summed in register tiles of 4 rows x 2 vectors (depthwise_tile). (The tiles of
+    the other kernels share each input between output channels; here there is only one.)
+    """
+    cdef Py_ssize_t N = y.shape[0], C = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
+    cdef Py_ssize_t Hp = (H_out + 3) // 4 * 4 + dilation_h * (kH - 1)
+    cdef Py_ssize_t Wp = (W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)
+    cdef Py_ssize_t plane, n, c, i
+    cdef floating* buf
+    for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
+        n = plane // C
+        c = plane % C
+        buf = &padded[threadid(), 0]
+        pad_rows(x, n, c, 1, 0, Hp, pad_top, pad_left, 1, Wp, buf)
+        for i in range(0, H_out, 4):
+            depthwise_tile(buf + i * Wp, Wp, &w[c, 0], kH, kW, dilation_h, dilation_w, bias[c],
+                           &y[n, c, i, 0], W_out, min(4, H_out - i), W_out)
+
+
+def depthwise_padded_size(Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t kH, Py_ssize_t kW,
+                          Py_ssize_t dilation_h, Py_ssize_t dilation_w):
+    """Values of one thread's row of conv2d_forward_depthwise's ``padded``: Hp x Wp."""
+    return (((H_out + 3) // 4 * 4 + dilation_h * (kH - 1))
+            * ((W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)))

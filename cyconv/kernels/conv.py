@@ -370,7 +370,10 @@ def forward_channel_tile(out_channels_per_group: int, out_w: int, dtype) -> tupl
 
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked: tiles over
-    output columns, or over output channels where forward_channel_tile says so."""
+    output columns, or over output channels where forward_channel_tile says so, or, for a
+    depthwise convolution with stride 1, plane by plane (conv2d_forward_depthwise)."""
+    if weight.shape[1] == 1 and weight.shape[0] == groups and stride == (1, 1):
+        return _depthwise_conv(x, weight, bias, y, pad_top, pad_left, dilation, threads)
     tile = forward_channel_tile(weight.shape[0] // groups, y.shape[3], x.dtype)
     if tile is not None:
         return _blocked_conv_by_channels(x, weight, bias, y, pad_top, pad_left, stride,
@@ -392,6 +395,22 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
                                  _chunk_taps(cg, (kh, kw), wp, stride[0], dilation[0], x.itemsize),
                                  dilation[0] * (kh - 1) + 1, wp,
                                  stride[0], stride[1], pad_top, pad_left, groups, threads)
+    return y
+
+
+def _depthwise_conv(x, weight, bias, y, pad_top, pad_left, dilation, threads):
+    """y = conv2d(x, weight) + bias for a depthwise weight (C, 1, kH, kW), groups = C, stride
+    1, with _conv_blocked.conv2d_forward_depthwise. Measured against the column tiles (one
+    channel a tile there) on the depthwise benchmark shape: see bench/RESULTS.md."""
+    c, _, kh, kw = weight.shape
+    padded = _workspace("padded", threads,
+                        _conv_blocked.depthwise_padded_size(*y.shape[2:], kh, kw, *dilation),
+                        x.dtype)
+    bias = np.zeros(c, x.dtype) if bias is None else bias
+    _conv_blocked.conv2d_forward_depthwise(x, np.ascontiguousarray(weight.reshape(c, kh * kw)),
+                                           bias, y, padded, kh,
+                                           kw, pad_top, pad_left, dilation[0], dilation[1],
+                                           threads)
     return y
 
 
