@@ -947,7 +947,7 @@ def depthwise_configs(draw):
     pad = padding if isinstance(padding, tuple) else (padding, padding)
     reach = dilation * (k - 1) + 1
     h = draw(st.integers(max(1, reach - 2 * pad[0]), 40))
-    w = draw(st.integers(max(1, reach - 2 * pad[1]), 40))
+    w = draw(st.integers(max(1, reach - 2 * pad[1]), 70))
     return dict(input_shape=(draw(st.integers(1, 3)), channels, h, w),
                 weight_shape=(channels, 1, k, k), stride=1, padding=padding,
                 dilation=dilation, groups=channels)
@@ -958,20 +958,22 @@ def depthwise_configs(draw):
 def test_depthwise_forward_and_input_gradient_match_reference(config, dtype, threads, seed):
     """The blocked path's depthwise kernel (conv2d_forward_depthwise: the forward pass, and
     the input gradient, a depthwise convolution with the flipped filters) against the
-    reference."""
+    reference, on rows of any width (the rule that keeps it to narrow rows is lifted)."""
     rng = np.random.default_rng(seed)
     x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype)
     hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
     geo = conv2d_geometry(x.shape, w.shape, **hyper)
     old = K.get_num_threads()
     K.set_num_threads(threads)
-    try:
-        y = K.conv2d(x, w, b, **hyper, algorithm="blocked")
-        gy = rng.standard_normal(geo.output_shape).astype(dtype)
-        gx = (K.conv2d_grad_input(gy, w, x.shape, **hyper, algorithm="blocked")
-              if blocked_runs(geo, "grad_input") else None)
-    finally:
-        K.set_num_threads(old)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_module, "DEPTHWISE_MAX_WIDTH", 10**9)
+        try:
+            y = K.conv2d(x, w, b, **hyper, algorithm="blocked")
+            gy = rng.standard_normal(geo.output_shape).astype(dtype)
+            gx = (K.conv2d_grad_input(gy, w, x.shape, **hyper, algorithm="blocked")
+                  if blocked_runs(geo, "grad_input") else None)
+        finally:
+            K.set_num_threads(old)
     assert_matches(y, R.conv2d(x, w, b, **hyper), dtype, geo.kernel_h * geo.kernel_w)
     if gx is not None:
         assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, **hyper), dtype,
@@ -1001,3 +1003,19 @@ def test_depthwise_runs_plane_by_plane_and_keeps_the_references_non_finite_value
     gx = K.conv2d_grad_input(gy, w, x.shape, 1, 1, 1, 8)
     assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, 1, 1, 1, 8), np.float32, 9)
     assert calls == [(8, 9), (8, 9)]
+
+
+@pytest.mark.parametrize("width, plane_by_plane", [(28, True), (2 * conv_module.TILE, True),
+                                                   (2 * conv_module.TILE + 1, False), (56, False)])
+def test_depthwise_kernel_runs_on_rows_of_at_most_two_vectors(width, plane_by_plane,
+                                                              monkeypatch):
+    """DEPTHWISE_MAX_WIDTH: the depthwise kernel takes rows of up to 2 vectors; wider rows
+    go to the column tiles. Both give the reference's numbers."""
+    calls, real = [], conv_module._conv_blocked.conv2d_forward_depthwise
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_depthwise",
+                        lambda *args: calls.append(1) or real(*args))
+    x, w, b = random_problem(np.random.default_rng(width), (2, 3, 6, width), (3, 1, 3, 3),
+                             np.float32)
+    y = K.conv2d(x, w, b, 1, 1, 1, 3)
+    assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, 3), np.float32, 9)
+    assert bool(calls) == plane_by_plane

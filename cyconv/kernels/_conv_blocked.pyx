@@ -1170,8 +1170,9 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
     input zero-padded (pad_top rows above, pad_left columns on the left). One plane per task:
     it is copied, zero-padded, into the thread's row of ``padded`` (pad_rows: Hp rows of Wp,
     Hp = H_out rounded up to 4 + dh*(kH-1), Wp = W_out rounded up to pairs of vectors of
-    TILE + dw*(kW-1); see depthwise_padded_size), small enough for the L1 cache; then the
-    output is summed in register tiles of 4 rows x 2 vectors (depthwise_tile). (The tiles of
+    TILE + dw*(kW-1); see depthwise_padded_size), in the L1 cache for the small planes it is
+    meant for; then the output is summed in register tiles of 4 rows x 2 vectors
+    (depthwise_tile). (The tiles of
     the other kernels share each input between output channels; here there is only one.)
     """
     cdef Py_ssize_t N = y.shape[0], C = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]

@@ -371,8 +371,10 @@ def forward_channel_tile(out_channels_per_group: int, out_w: int, dtype) -> tupl
 def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_blocked: tiles over
     output columns, or over output channels where forward_channel_tile says so, or, for a
-    depthwise convolution with stride 1, plane by plane (conv2d_forward_depthwise)."""
-    if weight.shape[1] == 1 and weight.shape[0] == groups and stride == (1, 1):
+    depthwise convolution with stride 1 on rows of at most DEPTHWISE_MAX_WIDTH, plane by
+    plane (conv2d_forward_depthwise)."""
+    if (weight.shape[1] == 1 and weight.shape[0] == groups and stride == (1, 1)
+            and y.shape[3] <= DEPTHWISE_MAX_WIDTH):
         return _depthwise_conv(x, weight, bias, y, pad_top, pad_left, dilation, threads)
     tile = forward_channel_tile(weight.shape[0] // groups, y.shape[3], x.dtype)
     if tile is not None:
@@ -398,10 +400,17 @@ def _blocked_conv(x, weight, bias, y, pad_top, pad_left, stride, dilation, group
     return y
 
 
+#: The widest output rows the blocked path sends to the depthwise kernel (one pair of its
+#: vectors). Measured with AVX-512 against the column tiles (3x3 unless said): 1.36-2.03x
+#: faster on 4x4, 14x14 and 28x28 planes (5x5 on 28x28: 1.40x), level on 7x7, but
+#: 0.62-0.91x on planes 40 to 112 wide, where the column tiles waste fewer lanes and copy
+#: the padded rows a chunk at a time.
+DEPTHWISE_MAX_WIDTH = 2 * TILE
+
+
 def _depthwise_conv(x, weight, bias, y, pad_top, pad_left, dilation, threads):
     """y = conv2d(x, weight) + bias for a depthwise weight (C, 1, kH, kW), groups = C, stride
-    1, with _conv_blocked.conv2d_forward_depthwise. Measured against the column tiles (one
-    channel a tile there) on the depthwise benchmark shape: see bench/RESULTS.md."""
+    1, with _conv_blocked.conv2d_forward_depthwise (see DEPTHWISE_MAX_WIDTH)."""
     c, _, kh, kw = weight.shape
     padded = _workspace("padded", threads,
                         _conv_blocked.depthwise_padded_size(*y.shape[2:], kh, kw, *dilation),
