@@ -1005,8 +1005,9 @@ def test_depthwise_runs_plane_by_plane_and_keeps_the_references_non_finite_value
     assert calls == [(8, 9), (8, 9)]
 
 
-@pytest.mark.parametrize("width, plane_by_plane", [(conv_module.TILE + 3, True), (2 * conv_module.TILE, True),
-                                                   (2 * conv_module.TILE + 1, False), (56, False)])
+@pytest.mark.parametrize("width, plane_by_plane", [
+    (conv_module.TILE + 3, True), (2 * conv_module.TILE, True),
+    (2 * conv_module.TILE + 1, False), (56, False)])
 def test_depthwise_kernel_runs_on_rows_of_at_most_two_vectors(width, plane_by_plane,
                                                               monkeypatch):
     """DEPTHWISE_MAX_WIDTH: the depthwise kernel takes rows of up to 2 vectors; wider rows
