@@ -559,7 +559,8 @@ def test_backward_kernels_ignore_what_grad_input_held(shape, kernel, stride, pad
     _pool.max_pool2d_backward(gy.reshape(planes), idx.reshape(planes), gx.reshape(n * c, h * w), 2)
     assert_matches(gx, R.max_pool2d_grad_input(gy, idx, shape), dtype)
     gx = np.full(shape, np.nan, dtype)
-    _pool.avg_pool2d_backward(gy.reshape(planes), gx.reshape((n * c, h, w)), kernel, kernel,
+    _pool.avg_pool2d_backward(gy.reshape(planes), gx.reshape((n * c, h, w)),
+                              np.empty((2, y.shape[3] + w), dtype), kernel, kernel,
                               stride, stride, padding, padding, True, 2)
     assert_matches(gx, R.avg_pool2d_grad_input(gy, shape, kernel, stride, padding), dtype)
 

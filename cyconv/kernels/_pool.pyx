@@ -285,9 +285,14 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
-                        Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                        Py_ssize_t pad_h, Py_ssize_t pad_w, bint count_include_pad, int num_threads):
+                        floating[:, ::1] rows, Py_ssize_t kH, Py_ssize_t kW,
+                        Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t pad_h,
+                        Py_ssize_t pad_w, bint count_include_pad, int num_threads):
     """grad_x[s, h, w] += grad_y[s, i, j] / divisor for every window (i, j) holding (h, w).
+
+    rows (threads, >= W_out + W) is a workspace: thread t's shares and spread row, each
+    thread's on cache lines of its own (cyconv.kernels.conv._workspace; two threads adding
+    into one line would pass it back and forth between their cores at every addition).
 
     The windows are rectangles, so the scatter is done one dimension at a time: for each
     window row i, the shares of its windows are first spread along a row of W columns
@@ -307,12 +312,6 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     cdef Py_ssize_t[::1] col_lo = np.empty(kW, np.intp), col_hi = np.empty(kW, np.intp)
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] count_h = np.empty(H_out, dtype), count_w = np.empty(W_out, dtype)
-    # each thread's shares (W_out) and spread row (W), on cache lines of its own: each row
-    # a multiple of 64 bytes long, the first starting on a line (two threads adding into
-    # one line pass it back and forth between their cores at every addition)
-    cdef Py_ssize_t share_len = (W_out + 15) // 16 * 16, spread_len = (W + 15) // 16 * 16
-    cdef floating[::1] rows = np.empty(num_threads * (share_len + spread_len) + 16, dtype)
-    cdef Py_ssize_t first = (64 - <Py_ssize_t>&rows[0] % 64) % 64 // sizeof(floating)
     cdef Py_ssize_t s, i, j, p, q, w, w0
     cdef const floating* gy_row
     cdef floating* share
@@ -329,8 +328,8 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     avg_divisor_factors(count_w, kW, stride_w, pad_w, W, count_include_pad)
     for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
         memset(&grad_x[s, 0, 0], 0, H * W * sizeof(floating))
-        share = &rows[first + threadid() * (share_len + spread_len)]
-        spread = share + share_len
+        share = &rows[threadid(), 0]
+        spread = share + W_out
         for i in range(H_out):
             gy_row = &grad_y[s, i, 0]
             for j in range(W_out):      # the share of every cell of window (i, j)

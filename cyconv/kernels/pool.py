@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import geometry as geo
 from . import _pool
+from .conv import _workspace  # per-thread rows on cache lines of their own
 from .threads import get_num_threads
 
 __all__ = ["max_pool2d", "max_pool2d_grad_input", "avg_pool2d", "avg_pool2d_grad_input",
@@ -83,8 +84,10 @@ def avg_pool2d_grad_input(grad_output, input_shape, kernel_size, stride=None, pa
     grad_y, g, count_include_pad = geo.check_avg_pool2d_grad_input(
         grad_output, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad)
     grad_x = np.empty(g.input_shape, grad_y.dtype)       # the kernel writes every cell
-    _pool.avg_pool2d_backward(_planes(grad_y), _planes(grad_x), *g.kernel, *g.stride, *g.padding,
-                              count_include_pad, get_num_threads())
+    threads = get_num_threads()
+    rows = _workspace("avg_pool_rows", threads, g.out_w + g.in_w, grad_y.dtype)
+    _pool.avg_pool2d_backward(_planes(grad_y), _planes(grad_x), rows, *g.kernel, *g.stride,
+                              *g.padding, count_include_pad, threads)
     return grad_x
 
 
