@@ -1172,12 +1172,12 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
     Hp = H_out rounded up to 4 + dh*(kH-1), Wp = W_out rounded up to pairs of vectors of
     TILE + dw*(kW-1); see depthwise_padded_size), in the L1 cache for the small planes it is
     meant for; then the output is summed in register tiles of 4 rows x 2 vectors
-    (depthwise_tile). (The tiles of
-    the other kernels share each input between output channels; here there is only one.)
+    (depthwise_tile). (The tiles of the other kernels share each input between output
+    channels; here there is only one.)
     """
     cdef Py_ssize_t N = y.shape[0], C = y.shape[1], H_out = y.shape[2], W_out = y.shape[3]
-    cdef Py_ssize_t Hp = (H_out + 3) // 4 * 4 + dilation_h * (kH - 1)
-    cdef Py_ssize_t Wp = (W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)
+    cdef Py_ssize_t Hp = depthwise_padded_rows(H_out, kH, dilation_h)
+    cdef Py_ssize_t Wp = depthwise_padded_width(W_out, kW, dilation_w)
     cdef Py_ssize_t plane, n, c, i
     cdef floating* buf
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
@@ -1185,13 +1185,26 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
         c = plane % C
         buf = &padded[threadid(), 0]
         pad_rows(x, n, c, 1, 0, Hp, pad_top, pad_left, 1, Wp, buf)
-        for i in range(0, H_out, 4):
-            depthwise_tile(buf + i * Wp, Wp, &w[c, 0], kH, kW, dilation_h, dilation_w, bias[c],
-                           &y[n, c, i, 0], W_out, min(4, H_out - i), W_out)
+        for i in range((H_out + DEPTHWISE_ROWS - 1) // DEPTHWISE_ROWS):   # tiles of 4 rows
+            depthwise_tile(buf + i * DEPTHWISE_ROWS * Wp, Wp, &w[c, 0], kH, kW, dilation_h,
+                           dilation_w, bias[c], &y[n, c, i * DEPTHWISE_ROWS, 0], W_out,
+                           min(<Py_ssize_t>DEPTHWISE_ROWS, H_out - i * DEPTHWISE_ROWS), W_out)
+
+
+cdef inline Py_ssize_t depthwise_padded_rows(Py_ssize_t H_out, Py_ssize_t kH,
+                                             Py_ssize_t dilation_h) noexcept nogil:
+    """Hp: the rows the tiles of 4 output rows read, H_out rounded up to 4 + dh*(kH-1)."""
+    return (H_out + DEPTHWISE_ROWS - 1) // DEPTHWISE_ROWS * DEPTHWISE_ROWS + dilation_h * (kH - 1)
+
+
+cdef inline Py_ssize_t depthwise_padded_width(Py_ssize_t W_out, Py_ssize_t kW,
+                                              Py_ssize_t dilation_w) noexcept nogil:
+    """Wp: the columns the pairs of vectors read, W_out rounded up to 2*TILE + dw*(kW-1)."""
+    return (W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)
 
 
 def depthwise_padded_size(Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t kH, Py_ssize_t kW,
                           Py_ssize_t dilation_h, Py_ssize_t dilation_w):
     """Values of one thread's row of conv2d_forward_depthwise's ``padded``: Hp x Wp."""
-    return (((H_out + 3) // 4 * 4 + dilation_h * (kH - 1))
-            * ((W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)))
+    return (depthwise_padded_rows(H_out, kH, dilation_h)
+            * depthwise_padded_width(W_out, kW, dilation_w))

@@ -417,9 +417,8 @@ def _depthwise_conv(x, weight, bias, y, pad_top, pad_left, dilation, threads):
                         x.dtype)
     bias = np.zeros(c, x.dtype) if bias is None else bias
     _conv_blocked.conv2d_forward_depthwise(x, np.ascontiguousarray(weight.reshape(c, kh * kw)),
-                                           bias, y, padded, kh,
-                                           kw, pad_top, pad_left, dilation[0], dilation[1],
-                                           threads)
+                                           bias, y, padded, kh, kw, pad_top, pad_left,
+                                           dilation[0], dilation[1], threads)
     return y
 
 
