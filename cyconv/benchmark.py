@@ -454,7 +454,7 @@ def multiply_add_peak(threads: int, seconds: float = 0.1, repeats: int = 5) -> f
     of about ``seconds`` each, after a warm-up run: other work on the machine can only slow
     a run down. (Runs of 20 ms came out up to 20% lower: the cores seem to take a while
     to reach full speed on this work.)"""
-    flops_per_step = 2 * 12 * _parallel.PEAK_LANES * threads
+    flops_per_step = 2 * _parallel.PEAK_ACCUMULATORS * _parallel.PEAK_LANES * threads
     steps = 1000
     start = time.perf_counter()
     _parallel.multiply_adds(steps, threads)                       # warm-up, and calibration

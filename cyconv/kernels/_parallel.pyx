@@ -43,36 +43,39 @@ cdef extern from *:
     #else
     #define CYCONV_PEAK_VEC 8
     #endif
+    #define CYCONV_PEAK_ACCUMULATORS 12
     typedef float cyconv_peakv __attribute__((vector_size(CYCONV_PEAK_VEC * 4)));
     /* 12 independent accumulators, acc = acc * a + b, one fused multiply-add each a step:
        enough to keep both FMA units busy through the 4-cycle latency of each. Returns the
        sum of every lane of every accumulator, so that the compiler keeps the work. */
     static double cyconv_multiply_adds(long steps, float a, float b) {
-        cyconv_peakv acc[12];
+        cyconv_peakv acc[CYCONV_PEAK_ACCUMULATORS];
         double total = 0;
         long s;
         int i, l;
-        for (i = 0; i < 12; i++)
+        for (i = 0; i < CYCONV_PEAK_ACCUMULATORS; i++)
             for (l = 0; l < CYCONV_PEAK_VEC; l++)
                 acc[i][l] = (float)i;
         for (s = 0; s < steps; s++) {
             #pragma GCC unroll 12
-            for (i = 0; i < 12; i++)
+            for (i = 0; i < CYCONV_PEAK_ACCUMULATORS; i++)
                 acc[i] = acc[i] * a + b;
         }
-        for (i = 0; i < 12; i++)
+        for (i = 0; i < CYCONV_PEAK_ACCUMULATORS; i++)
             for (l = 0; l < CYCONV_PEAK_VEC; l++)
                 total += acc[i][l];
         return total;
     }
     """
     enum: CYCONV_PEAK_VEC
+    enum: CYCONV_PEAK_ACCUMULATORS
     double cyconv_multiply_adds(long steps, float a, float b) noexcept nogil
 
 
-#: float32 lanes of one vector of the build (16 with AVX-512, else 8); each step of
-#: multiply_adds does 12 vector multiply-adds, 2 * 12 * PEAK_LANES FLOPs.
+#: float32 lanes of one vector of the build (16 with AVX-512, else 8), and vector
+#: multiply-adds a step of multiply_adds does (12): 2 * PEAK_ACCUMULATORS * PEAK_LANES FLOPs.
 PEAK_LANES = CYCONV_PEAK_VEC
+PEAK_ACCUMULATORS = CYCONV_PEAK_ACCUMULATORS
 
 
 def multiply_adds(long steps, int threads, float a=1.0, float b=0.5):
