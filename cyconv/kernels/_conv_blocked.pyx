@@ -1127,9 +1127,8 @@ cdef enum:
 cdef inline void depthwise_tile(const floating* src, Py_ssize_t Wp, const floating* w,
                                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t dilation_h,
                                 Py_ssize_t dilation_w, floating bias, floating* out,
-                                Py_ssize_t out_row, Py_ssize_t rows,
-                                Py_ssize_t W_out) noexcept nogil:
-    """out[r * out_row + j] = bias + sum over p, q of w[p*kW + q] * src[(r + p*dh) * Wp +
+                                Py_ssize_t rows, Py_ssize_t W_out) noexcept nogil:
+    """out[r * W_out + j] = bias + sum over p, q of w[p*kW + q] * src[(r + p*dh) * Wp +
     q*dw + j] for r < rows (<= 4) and j < W_out: 4 rows x 2 vectors of TILE columns at a
     time, in 8 accumulators that do not wait on each other (one alone would wait for the
     multiply-add before it at every tap). It reads 4 rows of src, to the end of the last
@@ -1155,7 +1154,7 @@ cdef inline void depthwise_tile(const floating* src, Py_ssize_t Wp, const floati
                 axpyv(&acc[7 * TILE], weight, s + 3 * Wp + TILE)
         for r in range(rows):
             for l in range(min(2 * <Py_ssize_t>TILE, W_out - j0)):
-                out[r * out_row + j0 + l] = acc[2 * r * TILE + l]
+                out[r * W_out + j0 + l] = acc[2 * r * TILE + l]
         j0 = j0 + 2 * TILE
 
 
@@ -1187,7 +1186,7 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
         pad_rows(x, n, c, 1, 0, Hp, pad_top, pad_left, 1, Wp, buf)
         for i in range((H_out + DEPTHWISE_ROWS - 1) // DEPTHWISE_ROWS):   # tiles of 4 rows
             depthwise_tile(buf + i * DEPTHWISE_ROWS * Wp, Wp, &w[c, 0], kH, kW, dilation_h,
-                           dilation_w, bias[c], &y[n, c, i * DEPTHWISE_ROWS, 0], W_out,
+                           dilation_w, bias[c], &y[n, c, i * DEPTHWISE_ROWS, 0],
                            min(<Py_ssize_t>DEPTHWISE_ROWS, H_out - i * DEPTHWISE_ROWS), W_out)
 
 
