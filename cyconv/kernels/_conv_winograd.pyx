@@ -22,11 +22,13 @@ transform_weights computes U for every filter; conv2d_forward does the rest, in 
 T tiles of one group (the tiles of all images of the batch, numbered row by row, image
 after image), each thread in buffers of its own small enough for its L2 cache:
 
-1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles; it
-   first splits the 4 input rows of a row of tiles, zero-padded, into their even and odd
-   columns (split_row), so that neighbouring tiles' blocks lie side by side. (A copy of
-   the whole split input made before the tasks, as large as the input, was 5-16% slower
-   on the 3x3 layers measured: it went out to memory and came back.)
+1. transform_input: V (16, Cg, T), the transformed input blocks of the task's tiles,
+   channel by channel, 8 neighbouring tiles of a row at a time, read straight from the
+   input rows and split into even and odd columns in vector registers (input_tiles).
+   (Splitting each row into a buffer first, one value at a time where the padding made
+   the columns odd, took 1.2-1.5x as long; a copy of the whole split input made before
+   the tasks, as large as the input, was 5-16% slower still: it went out to memory and
+   came back.)
 2. multiply_block: M (16, out channels, T), 4 output channels x SPAN tiles at a time, in
    12 vector accumulators (the register tile of _conv_blocked, with tiles in place of
    columns): SPAN = 3 vectors of the build, 48 tiles with AVX-512, otherwise 24;
@@ -42,7 +44,58 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport CYCONV_VEC, add8, axpy8, axpyv, copy8, prefetch_for_write, sub8, unzip8, zip8
+from ._vectors cimport CYCONV_VEC, add8, axpy8, axpyv, copy8, prefetch_for_write, sub8, zip8
+
+# V = B^T d B for 8 neighbouring tiles at once, d read straight from 4 input rows: one row's
+# tiles m = 0..7 take columns 2m .. 2m+3 of it, so column k of all 8 blocks is every other
+# value of row[k:], which two loads of 8 values split into even and odd lanes give
+# (row[0:16] -> columns 0 and 1, row[2:18] -> columns 2 and 3). Everything stays in vector
+# registers; out[e * plane + m] receives position e of tile m.
+cdef extern from *:
+    """
+    typedef float cyconv_wf8 __attribute__((vector_size(32), aligned(4), may_alias));
+    typedef double cyconv_wd8 __attribute__((vector_size(64), aligned(8), may_alias));
+    #define CYCONV_WINOGRAD_ROW(V, p, a0, a1, a2, a3) do { \
+        V lo_ = *(const V*)(p), hi_ = *(const V*)((p) + 8); \
+        V lo2_ = *(const V*)((p) + 2), hi2_ = *(const V*)((p) + 10); \
+        V c0_ = __builtin_shufflevector(lo_, hi_, 0, 2, 4, 6, 8, 10, 12, 14); \
+        V c1_ = __builtin_shufflevector(lo_, hi_, 1, 3, 5, 7, 9, 11, 13, 15); \
+        V c2_ = __builtin_shufflevector(lo2_, hi2_, 0, 2, 4, 6, 8, 10, 12, 14); \
+        V c3_ = __builtin_shufflevector(lo2_, hi2_, 1, 3, 5, 7, 9, 11, 13, 15); \
+        a0 = c0_ - c2_; a1 = c1_ + c2_; a2 = c2_ - c1_; a3 = c1_ - c3_; } while (0)
+    #define CYCONV_DEFINE_WINOGRAD_INPUT(NAME, T, V) \
+    static inline void NAME(const T* p0, const T* p1, const T* p2, const T* p3, T* out, \
+                            Py_ssize_t plane) { \
+        V a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3; \
+        CYCONV_WINOGRAD_ROW(V, p0, a0, a1, a2, a3);   /* d B, row by row */ \
+        CYCONV_WINOGRAD_ROW(V, p1, b0, b1, b2, b3); \
+        CYCONV_WINOGRAD_ROW(V, p2, c0, c1, c2, c3); \
+        CYCONV_WINOGRAD_ROW(V, p3, d0, d1, d2, d3); \
+        *(V*)(out) = a0 - c0;                          /* B^T (d B), on the columns */ \
+        *(V*)(out + plane) = a1 - c1; \
+        *(V*)(out + 2 * plane) = a2 - c2; \
+        *(V*)(out + 3 * plane) = a3 - c3; \
+        *(V*)(out + 4 * plane) = b0 + c0; \
+        *(V*)(out + 5 * plane) = b1 + c1; \
+        *(V*)(out + 6 * plane) = b2 + c2; \
+        *(V*)(out + 7 * plane) = b3 + c3; \
+        *(V*)(out + 8 * plane) = c0 - b0; \
+        *(V*)(out + 9 * plane) = c1 - b1; \
+        *(V*)(out + 10 * plane) = c2 - b2; \
+        *(V*)(out + 11 * plane) = c3 - b3; \
+        *(V*)(out + 12 * plane) = b0 - d0; \
+        *(V*)(out + 13 * plane) = b1 - d1; \
+        *(V*)(out + 14 * plane) = b2 - d2; \
+        *(V*)(out + 15 * plane) = b3 - d3; }
+    CYCONV_DEFINE_WINOGRAD_INPUT(cyconv_winograd_input_float, float, cyconv_wf8)
+    CYCONV_DEFINE_WINOGRAD_INPUT(cyconv_winograd_input_double, double, cyconv_wd8)
+    """
+    void input_tiles_float "cyconv_winograd_input_float"(
+        const float* p0, const float* p1, const float* p2, const float* p3, float* out,
+        Py_ssize_t plane) noexcept nogil
+    void input_tiles_double "cyconv_winograd_input_double"(
+        const double* p0, const double* p1, const double* p2, const double* p3, double* out,
+        Py_ssize_t plane) noexcept nogil
 
 cdef enum:
     TILE = 8     # tiles per vector of the transforms
@@ -67,28 +120,33 @@ cdef inline (Py_ssize_t, Py_ssize_t, Py_ssize_t) tile_position(
     return s // (TH * TW), s // TW % TH, s % TW
 
 
-cdef void split_row(const floating* row, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t count,
-                    floating* even, floating* odd) noexcept nogil:
-    """even[m] = row[w0 + 2m] and odd[m] = row[w0 + 2m + 1] for m < count, 0 outside the
-    row's W values (the zero padding)."""
-    cdef Py_ssize_t m, w
-    # lo: the first m with w0 + 2m >= 0; hi: one past the last with w0 + 2m + 1 < W
-    cdef Py_ssize_t lo = min(count, max(0, (1 - w0) // 2))
-    cdef Py_ssize_t hi = max(lo, min(count, (W - w0) // 2) if W >= w0 else 0)
-    cdef Py_ssize_t vectors_end = lo + (hi - lo) // 8 * 8
-    for m in range(lo, vectors_end, 8):                    # 8 at a time, then one by one
-        unzip8(even + m, odd + m, row + w0 + 2 * m)
-    for m in range(vectors_end, hi):
-        even[m] = row[w0 + 2 * m]
-        odd[m] = row[w0 + 2 * m + 1]
-    for m in range(lo):                                    # the padding at both ends
-        w = w0 + 2 * m
-        even[m] = row[w] if 0 <= w < W else 0
-        odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
-    for m in range(hi, count):
-        w = w0 + 2 * m
-        even[m] = row[w] if 0 <= w < W else 0
-        odd[m] = row[w + 1] if 0 <= w + 1 < W else 0
+cdef enum:
+    READ = 2 * TILE + 2    # input columns under 8 neighbouring tiles
+
+
+cdef inline void input_tiles(const floating* p0, const floating* p1, const floating* p2,
+                             const floating* p3, floating* out, Py_ssize_t plane) noexcept nogil:
+    """out[e * plane + m] = (B^T d B)[e // 4, e % 4] for 8 tiles m, whose blocks d have rows
+    p0[2m:2m+4], p1[2m:2m+4], p2[2m:2m+4] and p3[2m:2m+4] (READ values read from each)."""
+    if floating is float:
+        input_tiles_float(p0, p1, p2, p3, out, plane)
+    else:
+        input_tiles_double(p0, p1, p2, p3, out, plane)
+
+
+cdef inline const floating* padded_columns(const floating* row, Py_ssize_t W, Py_ssize_t w,
+                                           const floating* zeros, floating* edge) noexcept nogil:
+    """Where to read row[w:w + READ] of a row of W values (row NULL: a row of padding),
+    zeros outside it: the row itself when all READ columns lie inside, else ``edge``, filled
+    with them (``zeros``: READ zeros, for a row of padding)."""
+    cdef Py_ssize_t k
+    if row == NULL:
+        return zeros
+    if 0 <= w and w + READ <= W:
+        return row + w
+    for k in range(READ):
+        edge[k] = row[w + k] if 0 <= w + k < W else 0
+    return edge
 
 
 cdef inline void transform_filter(const floating* f, floating* u0, Py_ssize_t e_stride) noexcept nogil:
@@ -146,54 +204,47 @@ def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] 
 
 cdef void transform_input(const floating[:, :, :, ::1] x, Py_ssize_t c0, Py_ssize_t Cg,
                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t TH, Py_ssize_t TW,
-                          Py_ssize_t pad_top, Py_ssize_t pad_left, floating* rows,
-                          Py_ssize_t L, floating* v, Py_ssize_t T, Py_ssize_t S) noexcept nogil:
+                          Py_ssize_t pad_top, Py_ssize_t pad_left, floating* v, Py_ssize_t T,
+                          Py_ssize_t S) noexcept nogil:
     """v[e * plane_size(Cg, S) + c * S + t] = (B^T d B)[e // 4, e % 4] for tiles first + t
     (t < count) of channels c0 .. c0 + Cg - 1 of x; zero for count <= t < T. (S >= T + 8:
     room for the last vector of 8 tiles to stick out.)
 
     Tile s is (image s // (TH*TW), tile row s // TW % TH, tile column s % TW); its block d
     holds the rows 2*row .. 2*row + 3 and columns 2*column .. 2*column + 3 of the input
-    padded with zeros (pad_top rows above, pad_left columns on the left). For each channel
-    and row of tiles, those 4 rows are first split into their even and odd columns
-    (split_row, into ``rows``: 8 rows of L >= ceil(TW / 8) * 8 + 1 values), so that row r
-    of the block of tile column m is even[m], odd[m], even[m+1], odd[m+1], and every step
-    below works on 8 neighbouring tiles at once.
+    padded with zeros (pad_top rows above, pad_left columns on the left). 8 neighbouring
+    tiles of a row are transformed at once (input_tiles), straight from the 4 input rows
+    under them; only where their columns reach into the padding are those first copied,
+    with the zeros, into a small buffer (padded_columns).
     """
-    cdef floating a[16 * TILE]           # d B for 8 tiles: a[(4*row + column) * 8 + tile]
-    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, j, m, e, h
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], split
-    cdef const floating* ev
-    cdef const floating* od
-    cdef floating* out
-    while t < count:                      # one row of tiles (or the part of it in the task)
-        n, ti, tj0 = tile_position(first + t, TH, TW)
-        seg = min(TW - tj0, count - t)
-        split = (seg + 7) // 8 * 8 + 1   # the columns the vectors of 8 tiles read
-        for c in range(Cg):
-            out = v + c * S + t
-            for r in range(4):           # rows[2r * L:]: even columns of row r, then odd
+    cdef floating zeros[READ]
+    cdef floating edge[4 * READ]
+    cdef const floating* src[4]
+    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, m, e, h, w
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    for m in range(READ):
+        zeros[m] = 0
+    for c in range(Cg):                   # channel by channel: V[e, c] is written in order
+        n, ti, tj0 = tile_position(first, TH, TW)
+        t = 0
+        while t < count:                  # one row of tiles (or the part of it in the task)
+            seg = min(TW - tj0, count - t)
+            for r in range(4):           # the 4 input rows under the row of tiles, or NULL
                 h = 2 * ti + r - pad_top
-                if 0 <= h < H:
-                    split_row(&x[n, c0 + c, h, 0], W, 2 * tj0 - pad_left, split,
-                              rows + 2 * r * L, rows + (2 * r + 1) * L)
-                else:
-                    memset(rows + 2 * r * L, 0, split * sizeof(floating))
-                    memset(rows + (2 * r + 1) * L, 0, split * sizeof(floating))
+                src[r] = &x[n, c0 + c, h, 0] if 0 <= h < H else NULL
             for m in range(0, seg, 8):
-                for r in range(4):       # d B, row by row: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-                    ev = rows + 2 * r * L + m
-                    od = rows + (2 * r + 1) * L + m
-                    sub8(&a[(4 * r + 0) * TILE], ev, ev + 1)
-                    add8(&a[(4 * r + 1) * TILE], od, ev + 1)
-                    sub8(&a[(4 * r + 2) * TILE], ev + 1, od)
-                    sub8(&a[(4 * r + 3) * TILE], od, od + 1)
-                for j in range(4):       # B^T (d B), column by column, the same on the rows
-                    sub8(out + j * plane + m, &a[j * TILE], &a[(8 + j) * TILE])
-                    add8(out + (4 + j) * plane + m, &a[(4 + j) * TILE], &a[(8 + j) * TILE])
-                    sub8(out + (8 + j) * plane + m, &a[(8 + j) * TILE], &a[(4 + j) * TILE])
-                    sub8(out + (12 + j) * plane + m, &a[(4 + j) * TILE], &a[(12 + j) * TILE])
-        t = t + seg
+                w = 2 * (tj0 + m) - pad_left               # the first column under tile m
+                input_tiles(padded_columns(src[0], W, w, zeros, edge),
+                            padded_columns(src[1], W, w, zeros, edge + READ),
+                            padded_columns(src[2], W, w, zeros, edge + 2 * READ),
+                            padded_columns(src[3], W, w, zeros, edge + 3 * READ),
+                            v + c * S + t + m, plane)
+            t = t + seg
+            tj0 = 0                       # the next row of tiles (of the next image)
+            ti = ti + 1
+            if ti == TH:
+                ti = 0
+                n = n + 1
     if count < T:                         # the last task's missing tiles: zeros
         for e in range(16):
             for c in range(Cg):
@@ -317,12 +368,6 @@ cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
     return False
 
 
-cdef inline Py_ssize_t split_length(Py_ssize_t W_out) noexcept nogil:
-    """Room for one split row (the even or the odd columns) of transform_input: the
-    ceil(W_out / 2) tiles of a row in whole vectors of 8, and the column after them."""
-    return ((W_out + 1) // 2 + 7) // 8 * 8 + TILE
-
-
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::1] u,
                    const floating[::1] bias, floating[:, :, :, ::1] y, floating[:, ::1] work,
                    int[::1] nonfinite, Py_ssize_t T, Py_ssize_t pad_top, Py_ssize_t pad_left,
@@ -336,7 +381,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::
     u[g, e, kb, c, b] is position e of channel g*out_g + 4*kb + b's filter for input
     channel c. bias (C_out,) (zeros for none). T: tiles per task, a multiple of SPAN
     (SPAN_TILES). work (threads, workspace_size(...)) holds each thread's V, M, outputs of a
-    row of tiles and split input rows. nonfinite (threads,), zero on entry: thread t sets
+    row of tiles. nonfinite (threads,), zero on entry: thread t sets
     nonfinite[t] = 1 if it wrote an inf or a NaN (then y is not the direct sum's: see the
     module's text).
     """
@@ -345,13 +390,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::
     cdef Py_ssize_t Cg = C // groups, out_g = C_out // groups
     cdef Py_ssize_t Kp = u.shape[2] * BLOCK
     cdef Py_ssize_t TH = (H_out + 1) // 2, TW = (W_out + 1) // 2
-    cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8, L = split_length(W_out)
+    cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8
     cdef Py_ssize_t tiles = N * TH * TW, chunks = (tiles + T - 1) // T
     cdef Py_ssize_t task, t, g, first, count, e, span, kb, k
     cdef floating* v
     cdef floating* mbuf
     cdef floating* tmp
-    cdef floating* rows
 
     # chunk by chunk, every group's: the last chunk, often short, comes last
     for task in prange(chunks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
@@ -362,9 +406,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::
         v = &work[t, 0]
         mbuf = v + 16 * plane_size(Cg, S)
         tmp = mbuf + 16 * plane_size(Kp, S)
-        rows = tmp + 4 * RW
-        transform_input(x, g * Cg, Cg, first, count, TH, TW, pad_top, pad_left, rows, L, v,
-                        T, S)
+        transform_input(x, g * Cg, Cg, first, count, TH, TW, pad_top, pad_left, v, T, S)
         for e in range(16):                        # M[e] = U[e] @ V[e], 4 x SPAN at a time
             for span in range(T // SPAN):
                 for kb in range(Kp // BLOCK):
@@ -384,8 +426,7 @@ SPAN_TILES = SPAN
 
 def workspace_size(Py_ssize_t Cg, Py_ssize_t Kp, Py_ssize_t W_out, Py_ssize_t T):
     """Values of one thread's row of conv2d_forward's work: V (16, Cg, T + 8) and
-    M (16, Kp, T + 8), each position e of them plane_size apart, the 4 outputs of a row
-    of ceil(W_out / 2) tiles (rounded up to whole vectors), and the 4 input rows of a row
-    of tiles split into even and odd columns (8 x split_length)."""
+    M (16, Kp, T + 8), each position e of them plane_size apart, and the 4 outputs of a
+    row of ceil(W_out / 2) tiles (rounded up to whole vectors)."""
     return (16 * (plane_size(Cg, T + TILE) + plane_size(Kp, T + TILE))
-            + 4 * (((W_out + 1) // 2 + 7) // 8 * 8) + 8 * split_length(W_out))
+            + 4 * (((W_out + 1) // 2 + 7) // 8 * 8))
