@@ -1,7 +1,7 @@
 """The Winograd F(2x2, 3x3) kernel against the NumPy reference and its own formulas.
 
-``algorithm="winograd"`` runs 3x3 convolutions with stride 1 and no dilation, forward and
-input gradient. Its transforms round differently from the direct sum (within float32's
+``algorithm="winograd"`` runs 3x3 convolutions with stride 1 and dilation 1 or 2, forward
+and input gradient. Its transforms round differently from the direct sum (within float32's
 precision), so the comparisons use the same tolerances as the other algorithms; infs and
 NaNs must come out exactly where the reference has them (the kernel reports them, and the
 blocked direct sum computes that output again).
@@ -27,14 +27,14 @@ from test_kernels_conv import DTYPES, assert_matches, random_problem
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-def check_winograd(x, w, b, padding, groups, dtype):
+def check_winograd(x, w, b, padding, groups, dtype, dilation=1):
     """Forward and input gradient with "winograd" against the reference."""
-    hyper = (1, padding, 1, groups)
+    hyper = (1, padding, dilation, groups)
     geo = conv2d_geometry(x.shape, w.shape, *hyper)
     y = K.conv2d(x, w, b, *hyper, algorithm="winograd")
     assert_matches(y, R.conv2d(x, w, b, *hyper), dtype, geo.in_channels // groups * 9)
     gy = np.random.default_rng(1).standard_normal(geo.output_shape).astype(dtype)
-    if geo.padding[0] <= 2 and geo.padding[2] <= 2:
+    if geo.padding[0] <= 2 * dilation and geo.padding[2] <= 2 * dilation:
         gx = K.conv2d_grad_input(gy, w, x.shape, *hyper, algorithm="winograd")
         assert_matches(gx, R.conv2d_grad_input(gy, w, x.shape, *hyper), dtype,
                        geo.out_channels // groups * 9)
@@ -42,19 +42,25 @@ def check_winograd(x, w, b, padding, groups, dtype):
 
 @st.composite
 def winograd_configs(draw):
-    """3x3, stride 1: channels across blocks of 4 (and fewer), groups, widths across vectors
-    of 8 tiles (odd and even), images smaller than a task or many to a task, padding of
-    every size the kernel takes, 'same' and asymmetric."""
+    """3x3, stride 1, dilation 1 or 2: channels across blocks of 4 (and fewer), groups,
+    widths across vectors of 8 tiles (odd and even, and with dilation 2 every remainder
+    of 4), images smaller than a task or many to a task, padding of every size the kernel
+    takes, 'same' and asymmetric."""
     groups = draw(st.integers(1, 3))
     c_in = groups * draw(st.integers(1, 9))
     c_out = groups * draw(st.integers(1, 9))
-    padding = draw(st.one_of(st.integers(0, 3), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation = draw(st.sampled_from([1, 2]))
+    reach = 2 * dilation                       # the kernel's extent less one
+    padding = draw(st.one_of(st.integers(0, reach + 1),
+                             st.tuples(st.integers(0, reach), st.integers(0, reach)),
                              st.just("same")))
-    pad = (1, 1) if padding == "same" else padding if isinstance(padding, tuple) else (padding,) * 2
-    h = draw(st.integers(max(1, 3 - 2 * pad[0]), 21))
-    w = draw(st.integers(max(1, 3 - 2 * pad[1]), 40))
+    pad = ((dilation,) * 2 if padding == "same" else padding if isinstance(padding, tuple)
+           else (padding,) * 2)
+    h = draw(st.integers(max(1, reach + 1 - 2 * pad[0]), 21))
+    w = draw(st.integers(max(1, reach + 1 - 2 * pad[1]), 40))
     return dict(input_shape=(draw(st.integers(1, 4)), c_in, h, w),
-                weight_shape=(c_out, c_in // groups, 3, 3), padding=padding, groups=groups)
+                weight_shape=(c_out, c_in // groups, 3, 3), padding=padding, groups=groups,
+                dilation=dilation)
 
 
 @given(config=winograd_configs(), dtype=st.sampled_from(DTYPES), bias=st.booleans(),
@@ -62,37 +68,46 @@ def winograd_configs(draw):
 def test_random_configs_match_reference(config, dtype, bias, seed):
     rng = np.random.default_rng(seed)
     x, w, b = random_problem(rng, config["input_shape"], config["weight_shape"], dtype, bias)
-    check_winograd(x, w, b, config["padding"], config["groups"], dtype)
+    check_winograd(x, w, b, config["padding"], config["groups"], dtype, config["dilation"])
 
 
-@pytest.mark.parametrize("input_shape, weight_shape, padding, groups", [
-    ((1, 1, 1, 1), (1, 1, 3, 3), 1, 1),          # 1x1 input: one tile, three quarters outside
-    ((2, 3, 3, 3), (4, 3, 3, 3), 0, 1),          # kernel as large as the input: 1x1 output
-    ((1, 2, 1, 1), (5, 2, 3, 3), 2, 1),          # kernel larger than the input, padded
-    ((2, 6, 9, 9), (6, 1, 3, 3), 1, 6),          # groups = channels
-    ((3, 8, 2, 50), (8, 8, 3, 3), 1, 1),         # one row of tiles, 25 of them
-    ((1, 4, 49, 3), (4, 4, 3, 3), 0, 1),         # one output column: odd width, 1
-    ((5, 4, 5, 5), (13, 4, 3, 3), 1, 1),         # tasks across images, channels left over
+@pytest.mark.parametrize("input_shape, weight_shape, padding, groups, dilation", [
+    ((1, 1, 1, 1), (1, 1, 3, 3), 1, 1, 1),       # 1x1 input: one tile, three quarters outside
+    ((2, 3, 3, 3), (4, 3, 3, 3), 0, 1, 1),       # kernel as large as the input: 1x1 output
+    ((1, 2, 1, 1), (5, 2, 3, 3), 2, 1, 1),       # kernel larger than the input, padded
+    ((2, 6, 9, 9), (6, 1, 3, 3), 1, 6, 1),       # groups = channels
+    ((3, 8, 2, 50), (8, 8, 3, 3), 1, 1, 1),      # one row of tiles, 25 of them
+    ((1, 4, 49, 3), (4, 4, 3, 3), 0, 1, 1),      # one output column: odd width, 1
+    ((5, 4, 5, 5), (13, 4, 3, 3), 1, 1, 1),      # tasks across images, channels left over
+    ((1, 1, 1, 1), (1, 1, 3, 3), 2, 1, 2),       # dilation 2: 1x1 input, 1x1 output
+    ((2, 3, 5, 5), (4, 3, 3, 3), 0, 1, 2),       # dilated kernel as large as the input
+    ((1, 2, 1, 2), (3, 2, 3, 3), 4, 1, 2),       # dilated kernel larger than the input
+    ((2, 6, 9, 9), (6, 1, 3, 3), 2, 6, 2),       # groups = channels
+    ((2, 4, 28, 28), (8, 4, 3, 3), 2, 1, 2),     # the dilated benchmark's planes: rows of 28
+    ((3, 8, 6, 53), (8, 8, 3, 3), 2, 1, 2),      # rows of 53: 2 vectors of 8 tiles and 11
+    ((1, 4, 30, 5), (4, 4, 3, 3), 0, 1, 2),      # one output column
 ])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_edge_cases(input_shape, weight_shape, padding, groups, dtype):
+def test_edge_cases(input_shape, weight_shape, padding, groups, dilation, dtype):
     rng = np.random.default_rng(3)
     x, w, b = random_problem(rng, input_shape, weight_shape, dtype)
-    check_winograd(x, w, b, padding, groups, dtype)
+    check_winograd(x, w, b, padding, groups, dtype, dilation)
 
 
 SPAN = conv_module.WINOGRAD_SPAN          # tiles of one register tile: 24, or 48 with AVX-512
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("spans", [1, 2, 3, 4])
-def test_any_task_size(spans, monkeypatch):
-    """Tasks of 1 to 4 spans of tiles give the reference's numbers (216 tiles: several
-    tasks and a short last one, rows of tiles split across tasks)."""
+def test_any_task_size(spans, dilation, monkeypatch):
+    """Tasks of 1 to 4 spans of tiles give the reference's numbers (216 tiles with
+    dilation 1, 240 with 2: several tasks and a short last one, rows of tiles split across
+    tasks)."""
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_TILES", spans * SPAN)
     assert conv_module.winograd_tiles(4, 8, 4) == spans * SPAN
     rng = np.random.default_rng(4)
     x, w, b = random_problem(rng, (3, 4, 11, 23), (6, 4, 3, 3), np.float32)
-    check_winograd(x, w, b, 1, 1, np.float32)
+    check_winograd(x, w, b, dilation, 1, np.float32, dilation)
 
 
 def test_tiles_per_task():
@@ -148,7 +163,9 @@ def test_weight_transform_is_G_w_Gt_packed_in_blocks_of_4(threads):
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("where", ["input", "weight", "bias"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_non_finite_values_give_the_references_infs_and_nans(value, where, dtype, monkeypatch):
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_non_finite_values_give_the_references_infs_and_nans(value, where, dtype, dilation,
+                                                             monkeypatch):
     """An inf spreads over the transforms of its tiles (inf - inf = NaN): the kernel says
     so, and the output is computed again by the blocked direct sum."""
     fallbacks = []
@@ -157,12 +174,12 @@ def test_non_finite_values_give_the_references_infs_and_nans(value, where, dtype
                         lambda *args: fallbacks.append(1) or blocked(*args))
     rng = np.random.default_rng(8)
     x, w, b = random_problem(rng, (2, 3, 9, 10), (4, 3, 3, 3), dtype)
-    K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+    K.conv2d(x, w, b, 1, dilation, dilation, algorithm="winograd")
     assert fallbacks == []                                       # finite: no second pass
     {"input": x[1, 2], "weight": w[3, 1], "bias": b[2:3]}[where][..., -1] = value
-    y = K.conv2d(x, w, b, 1, 1, algorithm="winograd")
+    y = K.conv2d(x, w, b, 1, dilation, dilation, algorithm="winograd")
     with np.errstate(invalid="ignore"):                          # inf * 0 in the reference
-        y_ref = R.conv2d(x, w, b, 1, 1)
+        y_ref = R.conv2d(x, w, b, 1, dilation, dilation)
     assert fallbacks == [1]
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(y_ref))
@@ -173,16 +190,23 @@ def test_non_finite_values_give_the_references_infs_and_nans(value, where, dtype
 
 @pytest.mark.parametrize("call, message", [
     (lambda x, w: K.conv2d(x, w, None, 2, 1, algorithm="winograd"),
-     r"algorithm='winograd' needs a 3x3 kernel, stride 1 and dilation 1 \(got kernel \(3, 3\), "
-     r"stride \(2, 2\), dilation \(1, 1\)\)"),
-    (lambda x, w: K.conv2d(x, w, None, 1, 2, 2, algorithm="winograd"),
-     r"needs a 3x3 kernel, stride 1 and dilation 1 .*dilation \(2, 2\)"),
+     r"algorithm='winograd' needs a 3x3 kernel, stride 1 and dilation 1 or 2 \(got kernel "
+     r"\(3, 3\), stride \(2, 2\), dilation \(1, 1\)\)"),
+    (lambda x, w: K.conv2d(x, w, None, 1, 3, 3, algorithm="winograd"),
+     r"needs a 3x3 kernel, stride 1 and dilation 1 or 2 .*dilation \(3, 3\)"),
+    (lambda x, w: K.conv2d(x, w, None, 1, 2, (1, 2), algorithm="winograd"),
+     r"needs a 3x3 kernel, stride 1 and dilation 1 or 2 .*dilation \(1, 2\)"),
     (lambda x, w: K.conv2d(x, w[:, :, :2], None, 1, 1, algorithm="winograd"),
      r"needs a 3x3 kernel, .*got kernel \(2, 3\)"),
     (lambda x, w: K.conv2d_grad_input(np.ones((1, 4, 12, 12)), w, x.shape, 1, 3,
                                       algorithm="winograd"),
-     r"algorithm='winograd' needs padding \(top, left\) of at most 2 for the input gradient "
-     r"\(got padding \(3, 3, 3, 3\)\); use 'auto', 'direct', 'im2col' or 'blocked'"),
+     r"algorithm='winograd' needs padding \(top, left\) of at most 2 \* dilation = 2 for the "
+     r"input gradient \(got padding \(3, 3, 3, 3\)\); use 'auto', 'direct', 'im2col' or "
+     r"'blocked'"),
+    (lambda x, w: K.conv2d_grad_input(np.ones((1, 4, 14, 14)), w, x.shape, 1, 5, 2,
+                                      algorithm="winograd"),
+     r"needs padding \(top, left\) of at most 2 \* dilation = 4 for the input gradient "
+     r"\(got padding \(5, 5, 5, 5\)\)"),
     (lambda x, w: K.conv2d_grad_weight(np.ones((1, 4, 8, 8)), x, w.shape, 1, 1,
                                        algorithm="winograd"),
      r"algorithm='winograd' needs a forward pass or an input gradient \(not the weight "
@@ -226,15 +250,36 @@ def test_auto_picks_winograd_for_many_channels_on_wide_images(input_shape, weigh
     assert K.choose_algorithm(geo, "output") != "winograd"
 
 
-@pytest.mark.parametrize("input_shape, c_out, pads, spans", [
-    ((1, 3, 1, 1), 2, (1, 1, 1, 1), 1),       # one tile, mostly padding
-    ((2, 5, 9, 7), 6, (0, 2, 3, 0), 1),       # asymmetric padding, odd sizes
-    ((3, 4, 13, 40), 9, (2, 1, 1, 2), 2),     # rows of tiles split across tasks
-    ((2, 8, 20, 17), 4, (3, 3, 3, 3), 1),     # padding 3 on every side
+@pytest.mark.parametrize("input_shape, weight_shape, expected", [
+    ((8, 64, 28, 28), (64, 64, 3, 3), "winograd"),        # the dilated benchmark layer
+    ((8, 64, 24, 24), (64, 64, 3, 3), "winograd"),        # 24 wide: the narrowest
+    ((8, 128, 14, 14), (128, 128, 3, 3), "blocked"),      # 14 wide: pairs of tiles fill 7/8
+])
+def test_auto_picks_winograd_with_dilation_2_on_wide_images(input_shape, weight_shape,
+                                                            expected, monkeypatch):
+    monkeypatch.setattr(conv_module, "WINOGRAD_MIN_SIZES", ((64, 24), (128, 12)))
+    monkeypatch.setattr(conv_module, "WINOGRAD_DILATED_MIN_WIDTH", 24)
+    geo = conv2d_geometry(input_shape, weight_shape, 1, 2, 2)
+    assert K.choose_algorithm(geo, "output") == expected
+    assert (K.choose_algorithm(geo, "grad_input") == "winograd") == (expected == "winograd")
+    geo = conv2d_geometry(input_shape, weight_shape, 1, 3, 3)            # dilation 3: never
+    assert K.choose_algorithm(geo, "output") != "winograd"
+    assert K.choose_algorithm(conv2d_geometry((8, 128, 14, 14), (128, 128, 3, 3), 1, 1),
+                              "output") == "winograd"                   # 14 wide: undilated
+
+
+@pytest.mark.parametrize("input_shape, c_out, pads, spans, dilation", [
+    ((1, 3, 1, 1), 2, (1, 1, 1, 1), 1, 1),       # one tile, mostly padding
+    ((2, 5, 9, 7), 6, (0, 2, 3, 0), 1, 1),       # asymmetric padding, odd sizes
+    ((3, 4, 13, 40), 9, (2, 1, 1, 2), 2, 1),     # rows of tiles split across tasks
+    ((2, 8, 20, 17), 4, (3, 3, 3, 3), 1, 1),     # padding 3 on every side
+    ((1, 3, 1, 1), 2, (2, 2, 2, 2), 1, 2),       # dilation 2: one pair of tiles, mostly padding
+    ((2, 5, 11, 9), 6, (0, 4, 3, 1), 1, 2),      # asymmetric padding, odd sizes
+    ((3, 4, 13, 41), 9, (4, 1, 2, 4), 2, 2),     # rows of tiles split across tasks
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_kernel_stays_inside_a_workspace_of_exactly_its_size(input_shape, c_out, pads, spans,
-                                                             threads):
+                                                             dilation, threads):
     """conv2d_forward called directly, with a workspace of exactly workspace_size values a
     thread (NaN-filled) followed by NaN guard values, and transform_weights with a NaN-filled
     u: every guard stays NaN (nothing written past the workspace), u comes out finite (every
@@ -245,10 +290,11 @@ def test_kernel_stays_inside_a_workspace_of_exactly_its_size(input_shape, c_out,
     w = rng.standard_normal((c_out, input_shape[1], 3, 3)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32)
     top, bottom, left, right = pads
-    expected = R.conv2d(np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), w, b)
+    expected = R.conv2d(np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), w, b,
+                        dilation=dilation)
     kp = -(-c_out // 4) * 4
     tiles = spans * _conv_winograd.SPAN_TILES
-    size = _conv_winograd.workspace_size(input_shape[1], kp, expected.shape[3], tiles)
+    size = _conv_winograd.workspace_size(input_shape[1], kp, expected.shape[3], tiles, dilation)
     memory = np.full(threads * size + 64, np.nan, np.float32)
     work = memory[:threads * size].reshape(threads, size)
     u = np.full((1, 16, kp // 4, input_shape[1], 4), np.nan, np.float32)
@@ -256,7 +302,8 @@ def test_kernel_stays_inside_a_workspace_of_exactly_its_size(input_shape, c_out,
     assert np.isfinite(u).all()
     y = np.full(expected.shape, np.nan, np.float32)
     nonfinite = np.zeros(threads, np.intc)
-    _conv_winograd.conv2d_forward(x, u, b, y, work, nonfinite, tiles, top, left, 1, threads)
+    _conv_winograd.conv2d_forward(x, u, b, y, work, nonfinite, tiles, top, left, dilation, 1,
+                                  threads)
     assert np.isnan(memory[threads * size:]).all()
     assert not nonfinite.any()
     assert_matches(y, expected, np.float32, input_shape[1] * 9)

@@ -19,7 +19,7 @@ Four algorithms compute the same numbers:
   runs that pipeline on its own bands. It wins the gradients where each output sums over
   many inputs (C_in/groups * kH * kW large).
 - ``"winograd"``: ``_conv_winograd.pyx``, Winograd's F(2x2, 3x3) for 3x3 kernels with
-  stride 1 and no dilation: 2x2 outputs from 16 products of transformed inputs and
+  stride 1 and dilation 1 or 2: 2x2 outputs from 16 products of transformed inputs and
   weights instead of 36 (its sums round differently from the others, within float32's
   precision). Its input gradient is the same kind of convolution.
 
@@ -55,7 +55,7 @@ DIRECT_MAX_REDUCTION = 16
 #: many output channels (there the matrix products of im2col are small).
 BLOCKED_MAX_GRAD_WEIGHT_CHANNELS = 32
 
-#: "auto" runs Winograd (3x3, stride 1, no dilation) where a group has at least ``channels``
+#: "auto" runs Winograd (3x3, stride 1, dilation 1 or 2) where a group has at least ``channels``
 #: input and output channels and the image is at least ``width`` columns wide, for one of
 #: these (channels, width) pairs. With fewer channels its transforms cost more than the
 #: multiplications they save; on narrow images a row of tiles fills its vectors of 8 badly.
@@ -72,6 +72,14 @@ WINOGRAD_MIN_SIZES = ((64, 24), (128, 12))
 #: 0.6-0.75x on 8x8 ones. As (channels, pairs of channels, width).
 WINOGRAD_SHORT_TILE_MIN = (32, 2048, 16)
 
+#: ... and, with dilation 2, only on images at least this wide (after the rules above). Its
+#: tiles go in pairs over 4 columns (and rows), which a width that is not a multiple of 4
+#: fills badly. Measured on AMD Zen 4 (AVX-512), the blocked pass's time / Winograd's,
+#: forward and input gradient: 64 channels on 24x24, 28x28, 30x30 and 56x56 images
+#: 1.30/1.29, 1.11/1.10, 1.13/1.12, 1.21/1.20; 32 -> 64 channels on 32x32 1.13/1.15, 48 on
+#: 32x32 1.49/1.50; but 128 channels on 14x14 0.94/0.95.
+WINOGRAD_DILATED_MIN_WIDTH = 24
+
 #: What each pass computes, as ``choose_algorithm`` names them.
 PASSES = ("output", "grad_input", "grad_weight")
 
@@ -86,7 +94,8 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
     of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): Winograd wins
     the 3x3 stride-1 forward passes and input gradients with many channels on wide enough
     images (WINOGRAD_MIN_SIZES), and with fewer where the blocked kernels would run their
-    short tile (WINOGRAD_SHORT_TILE_MIN); the blocked kernels win the other forward passes; the
+    short tile (WINOGRAD_SHORT_TILE_MIN), with dilation 1, or 2 on images at least
+    WINOGRAD_DILATED_MIN_WIDTH wide; the blocked kernels win the other forward passes; the
     input gradient (a forward convolution with C_in/groups output channels) where those
     come in whole tiles of 4, or are fewer than 4, and without dilation (with it too, with
     AVX-512's vectors of 16); and the weight
@@ -104,12 +113,13 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
         in_g, out_g = g.in_channels // g.groups, g.out_channels // g.groups
         channels = min(in_g, out_g)
         width = g.out_w if computing == "output" else g.in_w
-        if any(channels >= c and width >= w for c, w in WINOGRAD_MIN_SIZES):
+        wide_enough = g.dilation == (1, 1) or width >= WINOGRAD_DILATED_MIN_WIDTH
+        if wide_enough and any(channels >= c and width >= w for c, w in WINOGRAD_MIN_SIZES):
             return "winograd"
         blocked_tile = forward_channel_tile(out_g if computing == "output" else in_g, width,
                                             dtype)
         least, pairs, narrowest = WINOGRAD_SHORT_TILE_MIN
-        if (channels >= least and in_g * out_g >= pairs and width >= narrowest
+        if (wide_enough and channels >= least and in_g * out_g >= pairs and width >= narrowest
                 and blocked_tile == (2, 8)):
             return "winograd"
     if blocked_unsupported(g, computing) is None:
@@ -552,17 +562,21 @@ WINOGRAD_TASK_BYTES = 2**18
 def winograd_unsupported(g: geo.ConvGeometry, computing: str = "output") -> str | None:
     """Why the "winograd" kernel cannot run this pass of the convolution, or None if it can.
 
-    It computes 3x3 convolutions with stride 1 and no dilation; the input gradient as a
-    convolution of the output gradient with the flipped weight (which needs padding of at
-    most 2 on the top and the left); not the weight gradient.
+    It computes 3x3 convolutions with stride 1 and dilation 1 or 2 (the same on both axes);
+    the input gradient as a convolution of the output gradient with the flipped weight
+    (which needs padding of at most 2 * dilation on the top and the left); not the weight
+    gradient.
     """
     if computing == "grad_weight":
         return "a forward pass or an input gradient (not the weight gradient)"
-    if (g.kernel_h, g.kernel_w) != (3, 3) or g.stride != (1, 1) or g.dilation != (1, 1):
-        return (f"a 3x3 kernel, stride 1 and dilation 1 (got kernel {(g.kernel_h, g.kernel_w)}, "
-                f"stride {g.stride}, dilation {g.dilation})")
-    if computing == "grad_input" and (g.padding[0] > 2 or g.padding[2] > 2):
-        return f"padding (top, left) of at most 2 for the input gradient (got padding {g.padding})"
+    if ((g.kernel_h, g.kernel_w) != (3, 3) or g.stride != (1, 1)
+            or g.dilation not in ((1, 1), (2, 2))):
+        return (f"a 3x3 kernel, stride 1 and dilation 1 or 2 (got kernel "
+                f"{(g.kernel_h, g.kernel_w)}, stride {g.stride}, dilation {g.dilation})")
+    reach = 2 * g.dilation[0]
+    if computing == "grad_input" and (g.padding[0] > reach or g.padding[2] > reach):
+        return (f"padding (top, left) of at most 2 * dilation = {reach} for the input gradient "
+                f"(got padding {g.padding})")
     return None
 
 
@@ -574,32 +588,34 @@ def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
     return WINOGRAD_SPAN * max(1, spans)
 
 
-def _winograd_conv(x, weight, bias, y, pad_top, pad_left, groups, threads):
+def _winograd_conv(x, weight, bias, y, pad_top, pad_left, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_winograd (a 3x3
-    weight, stride 1); where an output is an inf or a NaN, all of y is computed again with
+    weight, stride 1, dilation 1 or 2 on both axes); where an output is an inf or a NaN, all of y is computed again with
     the blocked direct sum, whose infs and NaNs are those of the formula's order of sums."""
     c_out, cg = weight.shape[:2]
     kp = -(-(c_out // groups) // BLOCK) * BLOCK
     tiles = winograd_tiles(cg, kp, x.itemsize)
-    work = _workspace("winograd", threads, _conv_winograd.workspace_size(cg, kp, y.shape[3], tiles),
-                      x.dtype)
+    work = _workspace("winograd", threads,
+                      _conv_winograd.workspace_size(cg, kp, y.shape[3], tiles, dilation), x.dtype)
     nonfinite = np.zeros(threads, np.intc)
     bias = np.zeros(c_out, x.dtype) if bias is None else bias
     u = np.empty((groups, 16, kp // BLOCK, cg, BLOCK), x.dtype)
     _conv_winograd.transform_weights(np.ascontiguousarray(weight), u, threads)
     _conv_winograd.conv2d_forward(x, u, bias, y, work, nonfinite, tiles, pad_top, pad_left,
-                                  groups, threads)
+                                  dilation, groups, threads)
     if nonfinite.any():
-        _blocked_conv(x, weight, bias, y, pad_top, pad_left, (1, 1), (1, 1), groups, threads)
+        _blocked_conv(x, weight, bias, y, pad_top, pad_left, (1, 1), (dilation, dilation),
+                      groups, threads)
     return y
 
 
 def _winograd_grad_input(grad_y, weight, g: geo.ConvGeometry, threads):
     """The input gradient as a Winograd convolution of grad_y with the flipped weight (see
-    _blocked_grad_input), padding 2 - padding."""
+    _blocked_grad_input), padding 2 * dilation - padding."""
     grad_x = np.empty(g.input_shape, weight.dtype)
-    return _winograd_conv(grad_y, _flipped(weight, g.groups), None, grad_x, 2 - g.padding[0],
-                          2 - g.padding[2], g.groups, threads)
+    d = g.dilation[0]
+    return _winograd_conv(grad_y, _flipped(weight, g.groups), None, grad_x, 2 * d - g.padding[0],
+                          2 * d - g.padding[2], d, g.groups, threads)
 
 
 def _im2col_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
@@ -636,7 +652,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if algorithm == "winograd":
         _check_winograd(g, "output")
         return _winograd_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
-                              g.padding[2], g.groups, threads)
+                              g.padding[2], g.dilation[0], g.groups, threads)
     if algorithm == "blocked":
         _check_blocked(g, "output")
         return _blocked_conv(x, weight, bias, np.empty(g.output_shape, x.dtype), g.padding[0],
