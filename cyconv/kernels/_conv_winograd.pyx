@@ -84,9 +84,12 @@ cdef extern from *:
         V c2_ = __builtin_shufflevector(lo2_, hi2_, 0, 1, 4, 5, 8, 9, 12, 13); \
         V c3_ = __builtin_shufflevector(lo2_, hi2_, 2, 3, 6, 7, 10, 11, 14, 15); \
         a0 = c0_ - c2_; a1 = c1_ + c2_; a2 = c2_ - c1_; a3 = c1_ - c3_; } while (0)
+    /* not inlined: inlined into transform_input's loops, the rows' vectors went through
+       the stack, and the kernel took 1.03-1.05x as long on 64 channels (56x56, 28x28
+       images), about as long on 32 */
     #define CYCONV_DEFINE_WINOGRAD_INPUT(NAME, T, V, ROW) \
-    static inline void NAME(const T* p0, const T* p1, const T* p2, const T* p3, T* out, \
-                            Py_ssize_t plane) { \
+    static __attribute__((noinline)) void NAME(const T* p0, const T* p1, const T* p2, \
+                                               const T* p3, T* out, Py_ssize_t plane) { \
         V a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3; \
         ROW(V, p0, a0, a1, a2, a3);                    /* d B, row by row */ \
         ROW(V, p1, b0, b1, b2, b3); \
@@ -271,6 +274,23 @@ def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] 
         transform_block(w, u, task // blocks, task % blocks, out_g)
 
 
+cdef inline void input_row(const floating* r0, const floating* r1, const floating* r2,
+                           const floating* r3, Py_ssize_t W, Py_ssize_t tj0, Py_ssize_t seg,
+                           Py_ssize_t pad_left, const floating* zeros, floating* edge,
+                           floating* out, Py_ssize_t plane, Py_ssize_t d) noexcept nogil:
+    """out[e * plane + m] = (B^T d B)[e // 4, e % 4] for the tiles tj0 + m, m < seg (and
+    up to 7 more), of a row of tiles over the input rows r0 .. r3 (NULL: padding), 8 at a
+    time (input_tiles, padded_columns; edge: room for 4 * READ values)."""
+    cdef Py_ssize_t m, w, read = 2 * TILE + 2 * d
+    for m in range(0, seg, 8):
+        w = tile_start(tj0 + m, d) - pad_left               # the first column under tile m
+        input_tiles(padded_columns(r0, W, w, read, zeros, edge),
+                    padded_columns(r1, W, w, read, zeros, edge + READ),
+                    padded_columns(r2, W, w, read, zeros, edge + 2 * READ),
+                    padded_columns(r3, W, w, read, zeros, edge + 3 * READ),
+                    out + m, plane, d)
+
+
 cdef void transform_input(const floating[:, :, :, ::1] x, Py_ssize_t c0, Py_ssize_t Cg,
                           Py_ssize_t first, Py_ssize_t count, Py_ssize_t TH, Py_ssize_t TW,
                           Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t d, floating* v,
@@ -290,8 +310,8 @@ cdef void transform_input(const floating[:, :, :, ::1] x, Py_ssize_t c0, Py_ssiz
     cdef floating zeros[READ]
     cdef floating edge[4 * READ]
     cdef const floating* src[4]
-    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, m, e, h, w
-    cdef Py_ssize_t H = x.shape[2], W = x.shape[3], read = 2 * TILE + 2 * d
+    cdef Py_ssize_t plane = plane_size(Cg, S), t = 0, n, ti, tj0, seg, c, r, m, e, h
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
     for m in range(READ):
         zeros[m] = 0
     for c in range(Cg):                   # channel by channel: V[e, c] is written in order
@@ -302,13 +322,12 @@ cdef void transform_input(const floating[:, :, :, ::1] x, Py_ssize_t c0, Py_ssiz
             for r in range(4):           # the 4 input rows under the row of tiles, or NULL
                 h = tile_start(ti, d) + d * r - pad_top
                 src[r] = &x[n, c0 + c, h, 0] if 0 <= h < H else NULL
-            for m in range(0, seg, 8):
-                w = tile_start(tj0 + m, d) - pad_left       # the first column under tile m
-                input_tiles(padded_columns(src[0], W, w, read, zeros, edge),
-                            padded_columns(src[1], W, w, read, zeros, edge + READ),
-                            padded_columns(src[2], W, w, read, zeros, edge + 2 * READ),
-                            padded_columns(src[3], W, w, read, zeros, edge + 3 * READ),
-                            v + c * S + t + m, plane, d)
+            if d == 1:                    # d a constant in each: a loop made for each
+                input_row(src[0], src[1], src[2], src[3], W, tj0, seg, pad_left, zeros, edge,
+                          v + c * S + t, plane, 1)
+            else:
+                input_row(src[0], src[1], src[2], src[3], W, tj0, seg, pad_left, zeros, edge,
+                          v + c * S + t, plane, 2)
             t = t + seg
             tj0 = 0                       # the next row of tiles (of the next image)
             ti = ti + 1
@@ -454,8 +473,12 @@ cdef bint transform_output(const floating* mbuf, Py_ssize_t Kp, Py_ssize_t S,
                     axpy8(probe, 0, ya)
                     axpy8(probe, 0, yb)
             for i in range(rows):
-                store_row(&y[n, co0 + k, r + d * i, 0], W_out, tmp + 2 * i * RW,
-                          tmp + (2 * i + 1) * RW, tj0, seg, d)
+                if d == 1:               # d a constant in each: a loop made for each
+                    store_row(&y[n, co0 + k, r + i, 0], W_out, tmp + 2 * i * RW,
+                              tmp + (2 * i + 1) * RW, tj0, seg, 1)
+                else:
+                    store_row(&y[n, co0 + k, r + 2 * i, 0], W_out, tmp + 2 * i * RW,
+                              tmp + (2 * i + 1) * RW, tj0, seg, 2)
         t = t + seg
     for j in range(TILE):
         if probe[j] != probe[j]:
