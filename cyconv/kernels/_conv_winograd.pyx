@@ -66,24 +66,26 @@ cdef extern from *:
     """
     typedef float cyconv_wf8 __attribute__((vector_size(32), aligned(4), may_alias));
     typedef double cyconv_wd8 __attribute__((vector_size(64), aligned(8), may_alias));
-    #define CYCONV_WINOGRAD_ROW(V, p, a0, a1, a2, a3) do { \
+    /* d B for one row of the 8 blocks: columns 0 and 1 (FIRST and SECOND lanes of p[0:16])
+       and columns 2 and 3 (the same lanes of p[SHIFT:SHIFT + 16]) */
+    #define CYCONV_WINOGRAD_ROW_BY(V, p, SHIFT, FIRST, SECOND, a0, a1, a2, a3) do { \
         V lo_ = *(const V*)(p), hi_ = *(const V*)((p) + 8); \
-        V lo2_ = *(const V*)((p) + 2), hi2_ = *(const V*)((p) + 10); \
-        V c0_ = __builtin_shufflevector(lo_, hi_, 0, 2, 4, 6, 8, 10, 12, 14); \
-        V c1_ = __builtin_shufflevector(lo_, hi_, 1, 3, 5, 7, 9, 11, 13, 15); \
-        V c2_ = __builtin_shufflevector(lo2_, hi2_, 0, 2, 4, 6, 8, 10, 12, 14); \
-        V c3_ = __builtin_shufflevector(lo2_, hi2_, 1, 3, 5, 7, 9, 11, 13, 15); \
+        V lo2_ = *(const V*)((p) + SHIFT), hi2_ = *(const V*)((p) + SHIFT + 8); \
+        V c0_ = __builtin_shufflevector(lo_, hi_, FIRST); \
+        V c1_ = __builtin_shufflevector(lo_, hi_, SECOND); \
+        V c2_ = __builtin_shufflevector(lo2_, hi2_, FIRST); \
+        V c3_ = __builtin_shufflevector(lo2_, hi2_, SECOND); \
         a0 = c0_ - c2_; a1 = c1_ + c2_; a2 = c2_ - c1_; a3 = c1_ - c3_; } while (0)
+    #define CYCONV_EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
+    #define CYCONV_ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
+    #define CYCONV_WINOGRAD_ROW(V, p, a0, a1, a2, a3) \
+        CYCONV_WINOGRAD_ROW_BY(V, p, 2, CYCONV_EVEN_LANES, CYCONV_ODD_LANES, a0, a1, a2, a3)
     /* dilation 2: the 8 tiles take columns o, o + 2, o + 4, o + 6 with o = 0, 1, 4, 5, 8, 9,
        12, 13 (tiles in pairs, see tile_start): pairs of values, from row[0:16] and row[4:20] */
-    #define CYCONV_WINOGRAD_ROW_DILATED(V, p, a0, a1, a2, a3) do { \
-        V lo_ = *(const V*)(p), hi_ = *(const V*)((p) + 8); \
-        V lo2_ = *(const V*)((p) + 4), hi2_ = *(const V*)((p) + 12); \
-        V c0_ = __builtin_shufflevector(lo_, hi_, 0, 1, 4, 5, 8, 9, 12, 13); \
-        V c1_ = __builtin_shufflevector(lo_, hi_, 2, 3, 6, 7, 10, 11, 14, 15); \
-        V c2_ = __builtin_shufflevector(lo2_, hi2_, 0, 1, 4, 5, 8, 9, 12, 13); \
-        V c3_ = __builtin_shufflevector(lo2_, hi2_, 2, 3, 6, 7, 10, 11, 14, 15); \
-        a0 = c0_ - c2_; a1 = c1_ + c2_; a2 = c2_ - c1_; a3 = c1_ - c3_; } while (0)
+    #define CYCONV_FIRST_PAIRS 0, 1, 4, 5, 8, 9, 12, 13
+    #define CYCONV_SECOND_PAIRS 2, 3, 6, 7, 10, 11, 14, 15
+    #define CYCONV_WINOGRAD_ROW_DILATED(V, p, a0, a1, a2, a3) \
+        CYCONV_WINOGRAD_ROW_BY(V, p, 4, CYCONV_FIRST_PAIRS, CYCONV_SECOND_PAIRS, a0, a1, a2, a3)
     /* not inlined: inlined into transform_input's loops, the rows' vectors went through
        the stack, and the kernel took 1.03-1.05x as long on 64 channels (56x56, 28x28
        images), about as long on 32 */
