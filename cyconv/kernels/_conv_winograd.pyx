@@ -119,6 +119,16 @@ cdef extern from *:
                                  CYCONV_WINOGRAD_ROW_DILATED)
     CYCONV_DEFINE_WINOGRAD_INPUT(cyconv_winograd_input_dilated_double, double, cyconv_wd8,
                                  CYCONV_WINOGRAD_ROW_DILATED)
+    #define CYCONV_DEFINE_WINOGRAD_INPUT_D(NAME, T, UNDILATED, DILATED) \
+    static inline void NAME(const T* p0, const T* p1, const T* p2, const T* p3, T* out, \
+                            Py_ssize_t plane, Py_ssize_t d) { \
+        if (d == 1) UNDILATED(p0, p1, p2, p3, out, plane); \
+        else DILATED(p0, p1, p2, p3, out, plane); }
+    CYCONV_DEFINE_WINOGRAD_INPUT_D(cyconv_winograd_input_d_float, float,
+                                   cyconv_winograd_input_float, cyconv_winograd_input_dilated_float)
+    CYCONV_DEFINE_WINOGRAD_INPUT_D(cyconv_winograd_input_d_double, double,
+                                   cyconv_winograd_input_double,
+                                   cyconv_winograd_input_dilated_double)
     /* dst[0:16] = a0 a1 b0 b1 a2 a3 b2 b3 ... a6 a7 b6 b7: the outputs of 8 tiles with
        dilation 2, a (b) their first (second) column */
     #define CYCONV_DEFINE_ZIP_PAIRS(NAME, T, V) \
@@ -129,18 +139,12 @@ cdef extern from *:
     CYCONV_DEFINE_ZIP_PAIRS(cyconv_zip_pairs_float, float, cyconv_wf8)
     CYCONV_DEFINE_ZIP_PAIRS(cyconv_zip_pairs_double, double, cyconv_wd8)
     """
-    void input_tiles_float "cyconv_winograd_input_float"(
+    void input_tiles_float "cyconv_winograd_input_d_float"(
         const float* p0, const float* p1, const float* p2, const float* p3, float* out,
-        Py_ssize_t plane) noexcept nogil
-    void input_tiles_double "cyconv_winograd_input_double"(
+        Py_ssize_t plane, Py_ssize_t d) noexcept nogil
+    void input_tiles_double "cyconv_winograd_input_d_double"(
         const double* p0, const double* p1, const double* p2, const double* p3, double* out,
-        Py_ssize_t plane) noexcept nogil
-    void input_tiles_dilated_float "cyconv_winograd_input_dilated_float"(
-        const float* p0, const float* p1, const float* p2, const float* p3, float* out,
-        Py_ssize_t plane) noexcept nogil
-    void input_tiles_dilated_double "cyconv_winograd_input_dilated_double"(
-        const double* p0, const double* p1, const double* p2, const double* p3, double* out,
-        Py_ssize_t plane) noexcept nogil
+        Py_ssize_t plane, Py_ssize_t d) noexcept nogil
     void zip_pairs_float "cyconv_zip_pairs_float"(float* dst, const float* a,
                                                   const float* b) noexcept nogil
     void zip_pairs_double "cyconv_zip_pairs_double"(double* dst, const double* a,
@@ -196,15 +200,9 @@ cdef inline void input_tiles(const floating* p0, const floating* p1, const float
     p[o:o + 4d:d] of p0, p1, p2 and p3, o = tile_start(m, d) (2 * TILE + 2d values read
     from each)."""
     if floating is float:
-        if d == 1:
-            input_tiles_float(p0, p1, p2, p3, out, plane)
-        else:
-            input_tiles_dilated_float(p0, p1, p2, p3, out, plane)
+        input_tiles_float(p0, p1, p2, p3, out, plane, d)
     else:
-        if d == 1:
-            input_tiles_double(p0, p1, p2, p3, out, plane)
-        else:
-            input_tiles_dilated_double(p0, p1, p2, p3, out, plane)
+        input_tiles_double(p0, p1, p2, p3, out, plane, d)
 
 
 cdef inline const floating* padded_columns(const floating* row, Py_ssize_t W, Py_ssize_t w,
