@@ -56,7 +56,7 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport (CYCONV_VEC, axpyv, dotv, pairv, prefetch_for_write, prefetch_for_read,
+from ._vectors cimport (CYCONV_VEC, axpyv, copyv, dotv, pairv, prefetch_for_write, prefetch_for_read,
                        store_transposed16)
 
 cdef enum:
@@ -950,9 +950,9 @@ cdef inline void channel_position_tile(const floating* xs, const floating* wt, P
     cdef Py_ssize_t k, p, l
     cdef const floating* xk
     cdef const floating* w0
-    for p in range(8 if short_rows else POSITIONS):
-        for l in range(2 * TILE):
-            acc[2 * p * TILE + l] = bias[l]
+    for p in range(8 if short_rows else POSITIONS):    # vector by vector: unrolled, the
+        copyv(&acc[2 * p * TILE], bias)                # accumulators start in registers
+        copyv(&acc[(2 * p + 1) * TILE], bias + TILE)
     for k in range(taps):
         xk = xs + offsets[k]
         w0 = wt + k * 2 * TILE
@@ -1009,8 +1009,7 @@ cdef inline void channel_position_tile_28(const floating* xs, const floating* wt
     cdef const floating* xk
     cdef const floating* w0
     for p in range(28):
-        for l in range(TILE):
-            acc[p * TILE + l] = bias[l]
+        copyv(&acc[p * TILE], bias)
     for k in range(taps):
         xk = xs + offsets[k]
         w0 = wt + k * TILE

@@ -21,6 +21,7 @@ cdef extern from *:
     #define CYCONV_AXPYV_FLOAT(acc, w, x) (*(cyconv_floatv*)(acc) += (w) * *(const cyconv_floatv*)(x))
     #define CYCONV_DOTV_FLOAT(acc, a, b) \
         (*(cyconv_floatv*)(acc) += *(const cyconv_floatv*)(a) * *(const cyconv_floatv*)(b))
+    #define CYCONV_COPYV_FLOAT(dst, src) (*(cyconv_floatv*)(dst) = *(const cyconv_floatv*)(src))
     #define CYCONV_PAIRV_FLOAT(dst, lo, hi) (*(cyconv_floatv*)(dst) = __builtin_shufflevector( \
         *(const cyconv_floath*)(lo), *(const cyconv_floath*)(hi), CYCONV_LANES))
     /* doubles: in vectors of 8 (64 bytes, one AVX-512 register), two of them for 16 lanes;
@@ -29,6 +30,9 @@ cdef extern from *:
     typedef double cyconv_double8v __attribute__((vector_size(64), aligned(8), may_alias));
     typedef double cyconv_double4v __attribute__((vector_size(32), aligned(8), may_alias));
     #if CYCONV_VEC == 16
+    #define CYCONV_COPYV_DOUBLE(dst, src) do { \
+        ((cyconv_double8v*)(dst))[0] = ((const cyconv_double8v*)(src))[0]; \
+        ((cyconv_double8v*)(dst))[1] = ((const cyconv_double8v*)(src))[1]; } while (0)
     #define CYCONV_AXPYV_DOUBLE(acc, w, x) do { \
         ((cyconv_double8v*)(acc))[0] += (w) * ((const cyconv_double8v*)(x))[0]; \
         ((cyconv_double8v*)(acc))[1] += (w) * ((const cyconv_double8v*)(x))[1]; } while (0)
@@ -40,6 +44,7 @@ cdef extern from *:
         ((cyconv_double8v*)(dst))[0] = *(const cyconv_double8v*)(lo); \
         ((cyconv_double8v*)(dst))[1] = *(const cyconv_double8v*)(hi); } while (0)
     #else
+    #define CYCONV_COPYV_DOUBLE(dst, src) (*(cyconv_double8v*)(dst) = *(const cyconv_double8v*)(src))
     #define CYCONV_AXPYV_DOUBLE(acc, w, x) \
         (*(cyconv_double8v*)(acc) += (w) * *(const cyconv_double8v*)(x))
     #define CYCONV_DOTV_DOUBLE(acc, a, b) \
@@ -55,6 +60,8 @@ cdef extern from *:
     void dotv_double "CYCONV_DOTV_DOUBLE"(double* acc, const double* a, const double* b) noexcept nogil
     void pairv_float "CYCONV_PAIRV_FLOAT"(float* dst, const float* lo, const float* hi) noexcept nogil
     void pairv_double "CYCONV_PAIRV_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
+    void copyv_float "CYCONV_COPYV_FLOAT"(float* dst, const float* src) noexcept nogil
+    void copyv_double "CYCONV_COPYV_DOUBLE"(double* dst, const double* src) noexcept nogil
 
 
 cdef inline void axpyv(floating* acc, floating w, const floating* x) noexcept nogil:
@@ -71,6 +78,14 @@ cdef inline void dotv(floating* acc, const floating* a, const floating* b) noexc
         dotv_float(acc, a, b)
     else:
         dotv_double(acc, a, b)
+
+
+cdef inline void copyv(floating* dst, const floating* src) noexcept nogil:
+    """dst[jj] = src[jj] for jj < CYCONV_VEC, as one vector load and store."""
+    if floating is float:
+        copyv_float(dst, src)
+    else:
+        copyv_double(dst, src)
 
 
 cdef inline void pairv(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
