@@ -55,7 +55,8 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport CYCONV_VEC, add8, axpy8, axpyv, copy8, prefetch_for_write, sub8, zip8
+from ._vectors cimport (CYCONV_VEC, add8, axpy8, axpyv, copyv, prefetch_for_write, sub8, zerov,
+                       zip8)
 
 # V = B^T d B for 8 neighbouring tiles at once, d read straight from 4 input rows: one row's
 # tiles m = 0..7 take columns 2m .. 2m+3 of it, so column k of all 8 blocks is every other
@@ -349,11 +350,11 @@ cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t
     inputs at e, rows of S values. The 12 accumulators (4 channels x 3 vectors of tiles) are
     independent, and each vector of v loaded feeds 4 of them.
     """
-    cdef floating acc[BLOCK * SPAN]
-    cdef Py_ssize_t c, b, jj
+    cdef floating acc[BLOCK * SPAN]      # acc[(3b + k) * VEC]: channel b, vector k of tiles
+    cdef Py_ssize_t c, jj
     cdef const floating* v0
-    for jj in range(BLOCK * SPAN):
-        acc[jj] = 0
+    for jj in range(BLOCK * 3):          # vector by vector: the compiler keeps them in
+        zerov(&acc[jj * VEC])            # registers (a loop of values made it call memset)
     for c in range(Cg):
         v0 = v + c * S
         axpyv(&acc[0 * VEC], u[0], v0)
@@ -369,9 +370,8 @@ cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t
         axpyv(&acc[10 * VEC], u[3], v0 + VEC)
         axpyv(&acc[11 * VEC], u[3], v0 + 2 * VEC)
         u += BLOCK
-    for b in range(BLOCK):
-        for jj in range(SPAN // TILE):
-            copy8(m + b * S + jj * TILE, &acc[b * SPAN + jj * TILE])
+    for jj in range(BLOCK * 3):
+        copyv(m + jj // 3 * S + jj % 3 * VEC, &acc[jj * VEC])
 
 
 cdef inline void prefetch_output(floating* row, Py_ssize_t count,

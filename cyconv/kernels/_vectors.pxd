@@ -22,6 +22,7 @@ cdef extern from *:
     #define CYCONV_DOTV_FLOAT(acc, a, b) \
         (*(cyconv_floatv*)(acc) += *(const cyconv_floatv*)(a) * *(const cyconv_floatv*)(b))
     #define CYCONV_COPYV_FLOAT(dst, src) (*(cyconv_floatv*)(dst) = *(const cyconv_floatv*)(src))
+    #define CYCONV_ZEROV_FLOAT(dst) (*(cyconv_floatv*)(dst) = (cyconv_floatv){0})
     #define CYCONV_PAIRV_FLOAT(dst, lo, hi) (*(cyconv_floatv*)(dst) = __builtin_shufflevector( \
         *(const cyconv_floath*)(lo), *(const cyconv_floath*)(hi), CYCONV_LANES))
     /* doubles: in vectors of 8 (64 bytes, one AVX-512 register), two of them for 16 lanes;
@@ -33,6 +34,9 @@ cdef extern from *:
     #define CYCONV_COPYV_DOUBLE(dst, src) do { \
         ((cyconv_double8v*)(dst))[0] = ((const cyconv_double8v*)(src))[0]; \
         ((cyconv_double8v*)(dst))[1] = ((const cyconv_double8v*)(src))[1]; } while (0)
+    #define CYCONV_ZEROV_DOUBLE(dst) do { \
+        ((cyconv_double8v*)(dst))[0] = (cyconv_double8v){0}; \
+        ((cyconv_double8v*)(dst))[1] = (cyconv_double8v){0}; } while (0)
     #define CYCONV_AXPYV_DOUBLE(acc, w, x) do { \
         ((cyconv_double8v*)(acc))[0] += (w) * ((const cyconv_double8v*)(x))[0]; \
         ((cyconv_double8v*)(acc))[1] += (w) * ((const cyconv_double8v*)(x))[1]; } while (0)
@@ -45,6 +49,7 @@ cdef extern from *:
         ((cyconv_double8v*)(dst))[1] = *(const cyconv_double8v*)(hi); } while (0)
     #else
     #define CYCONV_COPYV_DOUBLE(dst, src) (*(cyconv_double8v*)(dst) = *(const cyconv_double8v*)(src))
+    #define CYCONV_ZEROV_DOUBLE(dst) (*(cyconv_double8v*)(dst) = (cyconv_double8v){0})
     #define CYCONV_AXPYV_DOUBLE(acc, w, x) \
         (*(cyconv_double8v*)(acc) += (w) * *(const cyconv_double8v*)(x))
     #define CYCONV_DOTV_DOUBLE(acc, a, b) \
@@ -62,6 +67,8 @@ cdef extern from *:
     void pairv_double "CYCONV_PAIRV_DOUBLE"(double* dst, const double* lo, const double* hi) noexcept nogil
     void copyv_float "CYCONV_COPYV_FLOAT"(float* dst, const float* src) noexcept nogil
     void copyv_double "CYCONV_COPYV_DOUBLE"(double* dst, const double* src) noexcept nogil
+    void zerov_float "CYCONV_ZEROV_FLOAT"(float* dst) noexcept nogil
+    void zerov_double "CYCONV_ZEROV_DOUBLE"(double* dst) noexcept nogil
 
 
 cdef inline void axpyv(floating* acc, floating w, const floating* x) noexcept nogil:
@@ -86,6 +93,14 @@ cdef inline void copyv(floating* dst, const floating* src) noexcept nogil:
         copyv_float(dst, src)
     else:
         copyv_double(dst, src)
+
+
+cdef inline void zerov(floating* dst) noexcept nogil:
+    """dst[jj] = 0 for jj < CYCONV_VEC, as one vector store."""
+    if floating is float:
+        zerov_float(dst)
+    else:
+        zerov_double(dst)
 
 
 cdef inline void pairv(floating* dst, const floating* lo, const floating* hi) noexcept nogil:
