@@ -84,7 +84,7 @@ def test_random_configs_match_reference(config, dtype, bias, seed):
     ((1, 2, 1, 2), (3, 2, 3, 3), 4, 1, 2),       # dilated kernel larger than the input
     ((2, 6, 9, 9), (6, 1, 3, 3), 2, 6, 2),       # groups = channels
     ((2, 4, 28, 28), (8, 4, 3, 3), 2, 1, 2),     # the dilated benchmark's planes: rows of 28
-    ((3, 8, 6, 53), (8, 8, 3, 3), 2, 1, 2),      # rows of 53: 2 vectors of 8 tiles and 11
+    ((3, 8, 6, 53), (8, 8, 3, 3), 2, 1, 2),      # rows of 53: 28 tiles, 3 x 8 at once, 4 alone
     ((1, 4, 30, 5), (4, 4, 3, 3), 0, 1, 2),      # one output column
 ])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -100,13 +100,14 @@ SPAN = conv_module.WINOGRAD_SPAN          # tiles of one register tile: 24, or 4
 @pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("spans", [1, 2, 3, 4])
 def test_any_task_size(spans, dilation, monkeypatch):
-    """Tasks of 1 to 4 spans of tiles give the reference's numbers (216 tiles with
-    dilation 1, 240 with 2: several tasks and a short last one, rows of tiles split across
+    """Tasks of 1 to 4 spans of tiles give the reference's numbers (252 tiles in rows of 14,
+    with either dilation: several tasks and a short last one, rows of tiles split across
     tasks)."""
     monkeypatch.setattr(conv_module, "WINOGRAD_MAX_TILES", spans * SPAN)
     assert conv_module.winograd_tiles(4, 8, 4) == spans * SPAN
     rng = np.random.default_rng(4)
-    x, w, b = random_problem(rng, (3, 4, 11, 23), (6, 4, 3, 3), np.float32)
+    x, w, b = random_problem(rng, (3, 4, 11, 27), (6, 4, 3, 3), np.float32)
+    assert (spans * SPAN) % 14 != 0                       # some row of 14 tiles is split
     check_winograd(x, w, b, dilation, 1, np.float32, dilation)
 
 
@@ -252,7 +253,8 @@ def test_auto_picks_winograd_for_many_channels_on_wide_images(input_shape, weigh
 
 @pytest.mark.parametrize("input_shape, weight_shape, expected", [
     ((8, 64, 28, 28), (64, 64, 3, 3), "winograd"),        # the dilated benchmark layer
-    ((8, 64, 24, 24), (64, 64, 3, 3), "winograd"),        # 24 wide: the narrowest
+    ((8, 128, 24, 24), (128, 128, 3, 3), "winograd"),     # 24 wide: the narrowest
+    ((8, 128, 23, 23), (128, 128, 3, 3), "blocked"),      # 23 wide: too narrow with dilation 2
     ((8, 128, 14, 14), (128, 128, 3, 3), "blocked"),      # 14 wide: pairs of tiles fill 7/8
 ])
 def test_auto_picks_winograd_with_dilation_2_on_wide_images(input_shape, weight_shape,
@@ -307,3 +309,16 @@ def test_kernel_stays_inside_a_workspace_of_exactly_its_size(input_shape, c_out,
     assert np.isnan(memory[threads * size:]).all()
     assert not nonfinite.any()
     assert_matches(y, expected, np.float32, input_shape[1] * 9)
+
+
+@pytest.mark.parametrize("tiles", [0, SPAN // 2, SPAN + 2])
+def test_kernel_refuses_tasks_that_are_not_whole_spans(tiles):
+    """The products run on whole spans of tiles, and with dilation 2 each task must start at
+    an even tile: conv2d_forward says so rather than compute something else."""
+    x = np.ones((1, 4, 8, 8), np.float32)
+    u = np.zeros((1, 16, 1, 4, 4), np.float32)
+    y = np.empty((1, 4, 8, 8), np.float32)
+    work = np.empty((1, _conv_winograd.workspace_size(4, 4, 8, max(tiles, 1), 2)), np.float32)
+    with pytest.raises(ValueError, match=f"T must be a positive multiple of {SPAN}, got {tiles}"):
+        _conv_winograd.conv2d_forward(x, u, np.zeros(4, np.float32), y, work,
+                                      np.zeros(1, np.intc), tiles, 2, 2, 2, 1, 1)

@@ -56,8 +56,8 @@ from libc.string cimport memcpy, memset
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from ._vectors cimport (CYCONV_VEC, axpyv, copyv, dotv, pairv, prefetch_for_write, prefetch_for_read,
-                       store_transposed16)
+from ._vectors cimport (CYCONV_VEC, axpyv, copyv, dotv, pairv, prefetch_for_write,
+                       prefetch_for_read, store_transposed16)
 
 cdef enum:
     TILE = CYCONV_VEC    # output columns per tile: one vector (16 floats with AVX-512, else 8)
@@ -947,7 +947,7 @@ cdef inline void channel_position_tile(const floating* xs, const floating* wt, P
     by side. (The callers pass ``short_rows`` as a constant, so that the compiler makes a
     loop without the test of each kind.)"""
     cdef floating acc[2 * POSITIONS * TILE]
-    cdef Py_ssize_t k, p, l
+    cdef Py_ssize_t k, p
     cdef const floating* xk
     cdef const floating* w0
     for p in range(8 if short_rows else POSITIONS):    # vector by vector: unrolled, the
@@ -1005,7 +1005,7 @@ cdef inline void channel_position_tile_28(const floating* xs, const floating* wt
     y[c * plane + p] = bias[c] + sum over taps k of wt[k, c] * xs[offsets[k] + p]
     for c < ``channels`` and p < ``count``."""
     cdef floating acc[28 * TILE]
-    cdef Py_ssize_t k, p, l
+    cdef Py_ssize_t k, p
     cdef const floating* xk
     cdef const floating* w0
     for p in range(28):

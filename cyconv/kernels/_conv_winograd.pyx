@@ -58,11 +58,12 @@ from cython.parallel cimport prange, threadid
 from ._vectors cimport (CYCONV_VEC, add8, axpy8, axpyv, copyv, prefetch_for_write, sub8, zerov,
                        zip8)
 
-# V = B^T d B for 8 neighbouring tiles at once, d read straight from 4 input rows: one row's
-# tiles m = 0..7 take columns 2m .. 2m+3 of it, so column k of all 8 blocks is every other
-# value of row[k:], which two loads of 8 values split into even and odd lanes give
-# (row[0:16] -> columns 0 and 1, row[2:18] -> columns 2 and 3). Everything stays in vector
-# registers; out[e * plane + m] receives position e of tile m.
+# V = B^T d B for 8 neighbouring tiles at once, d read straight from 4 input rows. Dilation
+# 1: one row's tiles m = 0..7 take columns 2m .. 2m+3 of it, so column k of all 8 blocks is
+# every other value of row[k:], which two loads of 8 values split into even and odd lanes
+# give (row[0:16] -> columns 0 and 1, row[2:18] -> columns 2 and 3). Dilation 2: the same
+# with pairs of lanes (row[0:16] and row[4:20], see CYCONV_WINOGRAD_ROW_DILATED). Everything
+# stays in vector registers; out[e * plane + m] receives position e of tile m.
 cdef extern from *:
     """
     typedef float cyconv_wf8 __attribute__((vector_size(32), aligned(4), may_alias));
@@ -191,7 +192,8 @@ cdef inline Py_ssize_t tiles_along(Py_ssize_t size, Py_ssize_t d) noexcept nogil
 
 
 cdef enum:
-    READ = 2 * TILE + 4    # input columns under 8 neighbouring tiles: 2 * TILE + 2 * dilation
+    READ = 2 * TILE + 4    # input columns under 8 neighbouring tiles, 2 * TILE + 2 * dilation,
+                           # at most (dilation 2): the size of the edge buffers
 
 
 cdef inline void input_tiles(const floating* p0, const floating* p1, const floating* p2,
@@ -350,11 +352,11 @@ cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t
     inputs at e, rows of S values. The 12 accumulators (4 channels x 3 vectors of tiles) are
     independent, and each vector of v loaded feeds 4 of them.
     """
-    cdef floating acc[BLOCK * SPAN]      # acc[(3b + k) * VEC]: channel b, vector k of tiles
+    cdef floating acc[BLOCK * SPAN]      # acc[b * SPAN + k * VEC]: channel b, vector k of tiles
     cdef Py_ssize_t c, jj
     cdef const floating* v0
-    for jj in range(BLOCK * 3):          # vector by vector: the compiler keeps them in
-        zerov(&acc[jj * VEC])            # registers (a loop of values made it call memset)
+    for jj in range(BLOCK * SPAN // VEC):    # vector by vector: the compiler keeps them in
+        zerov(&acc[jj * VEC])                # registers (a loop of values made it call memset)
     for c in range(Cg):
         v0 = v + c * S
         axpyv(&acc[0 * VEC], u[0], v0)
@@ -370,8 +372,8 @@ cdef inline void multiply_block(const floating* u, const floating* v, Py_ssize_t
         axpyv(&acc[10 * VEC], u[3], v0 + VEC)
         axpyv(&acc[11 * VEC], u[3], v0 + 2 * VEC)
         u += BLOCK
-    for jj in range(BLOCK * 3):
-        copyv(m + jj // 3 * S + jj % 3 * VEC, &acc[jj * VEC])
+    for jj in range(BLOCK * SPAN // VEC):    # channel jj // 3, vector jj % 3
+        copyv(m + jj // (SPAN // VEC) * S + jj % (SPAN // VEC) * VEC, &acc[jj * VEC])
 
 
 cdef inline void prefetch_output(floating* row, Py_ssize_t count,
@@ -509,11 +511,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::
     cdef Py_ssize_t Kp = u.shape[2] * BLOCK
     cdef Py_ssize_t TH = tiles_along(H_out, dilation), TW = tiles_along(W_out, dilation)
     cdef Py_ssize_t S = T + TILE, RW = (TW + 7) // 8 * 8
-    cdef Py_ssize_t tiles = N * TH * TW, chunks = (tiles + T - 1) // T
+    cdef Py_ssize_t tiles = N * TH * TW, chunks
     cdef Py_ssize_t task, t, g, first, count, e, span, kb, k
     cdef floating* v
     cdef floating* mbuf
     cdef floating* tmp
+    # the one check made here (not in the loops): the products run on whole spans of tiles,
+    # and with dilation 2 the input transform needs every task to start at an even tile
+    if T <= 0 or T % SPAN:
+        raise ValueError(f"T must be a positive multiple of {SPAN}, got {T}")
+    chunks = (tiles + T - 1) // T
 
     # chunk by chunk, every group's: the last chunk, often short, comes last
     for task in prange(chunks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):

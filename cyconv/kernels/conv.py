@@ -72,9 +72,11 @@ WINOGRAD_MIN_SIZES = ((64, 24), (128, 12))
 #: 0.6-0.75x on 8x8 ones. As (channels, pairs of channels, width).
 WINOGRAD_SHORT_TILE_MIN = (32, 2048, 16)
 
-#: ... and, with dilation 2, only on images at least this wide (after the rules above). Its
-#: tiles go in pairs over 4 columns (and rows), which a width that is not a multiple of 4
-#: fills badly. Measured on AMD Zen 4 (AVX-512), the blocked pass's time / Winograd's,
+#: ... and, with dilation 2, only on images at least this wide (both rules above). Its tiles
+#: go in pairs over 4 columns (and rows): on narrow images more of them are part-filled
+#: (14 columns take 16), and the transforms weigh more against the products. (It decides
+#: only where the rules above allow narrower images: 128 channels, 12 to 23 wide, and the
+#: short-tile rule, 16 to 23.) Measured on AMD Zen 4 (AVX-512), the blocked pass's time / Winograd's,
 #: forward and input gradient: 64 channels on 24x24, 28x28, 30x30 and 56x56 images
 #: 1.30/1.29, 1.11/1.10, 1.13/1.12, 1.21/1.20; 32 -> 64 channels on 32x32 1.13/1.15, 48 on
 #: 32x32 1.49/1.50; but 128 channels on 14x14 0.94/0.95.
@@ -94,7 +96,7 @@ def choose_algorithm(geometry: geo.ConvGeometry, computing: str = "output",
     of the benchmark shapes, interleaved; the table is in bench/RESULTS.md): Winograd wins
     the 3x3 stride-1 forward passes and input gradients with many channels on wide enough
     images (WINOGRAD_MIN_SIZES), and with fewer where the blocked kernels would run their
-    short tile (WINOGRAD_SHORT_TILE_MIN), with dilation 1, or 2 on images at least
+    short tile (WINOGRAD_SHORT_TILE_MIN); with dilation 2, both only on images at least
     WINOGRAD_DILATED_MIN_WIDTH wide; the blocked kernels win the other forward passes; the
     input gradient (a forward convolution with C_in/groups output channels) where those
     come in whole tiles of 4, or are fewer than 4, and without dilation (with it too, with
@@ -590,8 +592,9 @@ def winograd_tiles(cg: int, kp: int, itemsize: int) -> int:
 
 def _winograd_conv(x, weight, bias, y, pad_top, pad_left, dilation, groups, threads):
     """y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias with _conv_winograd (a 3x3
-    weight, stride 1, dilation 1 or 2 on both axes); where an output is an inf or a NaN, all of y is computed again with
-    the blocked direct sum, whose infs and NaNs are those of the formula's order of sums."""
+    weight, stride 1, dilation 1 or 2 on both axes); where an output is an inf or a NaN, all
+    of y is computed again with the blocked direct sum, whose infs and NaNs are those of the
+    formula's order of sums."""
     c_out, cg = weight.shape[:2]
     kp = -(-(c_out // groups) // BLOCK) * BLOCK
     tiles = winograd_tiles(cg, kp, x.itemsize)
