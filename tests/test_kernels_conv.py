@@ -1020,3 +1020,81 @@ def test_depthwise_kernel_runs_on_rows_of_at_most_two_vectors(width, plane_by_pl
     y = K.conv2d(x, w, b, 1, 1, 1, 3)
     assert_matches(y, R.conv2d(x, w, b, 1, 1, 1, 3), np.float32, 9)
     assert bool(calls) == plane_by_plane
+
+
+@given(config=depthwise_configs(), dtype=st.sampled_from(DTYPES), threads=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_depthwise_weight_gradient_matches_reference(config, dtype, threads, seed):
+    """The blocked path's depthwise weight gradient (conv2d_grad_weight_depthwise: 9 taps
+    at a time, so kernels of up to 5x5 take 1 to 3 runs of taps) against the reference."""
+    rng = np.random.default_rng(seed)
+    x, w, _ = random_problem(rng, config["input_shape"], config["weight_shape"], dtype)
+    hyper = {k: config[k] for k in ("stride", "padding", "dilation", "groups")}
+    geo = conv2d_geometry(x.shape, w.shape, **hyper)
+    gy = rng.standard_normal(geo.output_shape).astype(dtype)
+    old = K.get_num_threads()
+    K.set_num_threads(threads)
+    try:
+        gw = K.conv2d_grad_weight(gy, x, w.shape, **hyper, algorithm="blocked")
+    finally:
+        K.set_num_threads(old)
+    assert_matches(gw, R.conv2d_grad_weight(gy, x, w.shape, **hyper), dtype,
+                   geo.batch * geo.out_h * geo.out_w)
+
+
+@pytest.mark.parametrize("input_shape, k, padding, dilation", [
+    ((1, 2, 1, 1), 1, 0, 1),            # 1x1 input and kernel
+    ((2, 3, 1, 1), 3, 1, 1),            # 1x1 input, the kernel all padding but its centre
+    ((2, 3, 5, 5), 3, 0, 2),            # dilated kernel as large as the input: 1x1 output
+    ((3, 4, 7, 40), 5, 2, 1),           # 25 taps (3 runs of 9), rows wider than 2 vectors
+    ((2, 16, 28, 28), 3, 1, 1),         # the benchmark's planes
+    ((1, 3, 6, 17), 2, (1, 0), 3),      # even kernel, asymmetric padding, dilation 3
+])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_weight_gradient_edge_cases(input_shape, k, padding, dilation, dtype,
+                                              monkeypatch):
+    calls, real = [], conv_module._conv_blocked.conv2d_grad_weight_depthwise
+    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_grad_weight_depthwise",
+                        lambda *args: calls.append(1) or real(*args))
+    rng = np.random.default_rng(sum(input_shape) + k)
+    c = input_shape[1]
+    x, w, _ = random_problem(rng, input_shape, (c, 1, k, k), dtype)
+    geo = conv2d_geometry(x.shape, w.shape, 1, padding, dilation, c)
+    gy = rng.standard_normal(geo.output_shape).astype(dtype)
+    gw = K.conv2d_grad_weight(gy, x, w.shape, 1, padding, dilation, c)
+    assert_matches(gw, R.conv2d_grad_weight(gy, x, w.shape, 1, padding, dilation, c), dtype,
+                   geo.batch * geo.out_h * geo.out_w)
+    assert calls == [1]                 # "auto" took the depthwise kernel
+
+
+def test_depthwise_weight_gradient_is_the_same_on_any_number_of_threads():
+    """Each channel is summed by one thread, image after image: bit for bit the same."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((4, 6, 11, 13)).astype(np.float32)
+    gy = rng.standard_normal((4, 6, 11, 13)).astype(np.float32)
+    old = K.get_num_threads()
+    try:
+        K.set_num_threads(1)
+        one = K.conv2d_grad_weight(gy, x, (6, 1, 3, 3), 1, 1, 1, 6)
+        K.set_num_threads(2)
+        two = K.conv2d_grad_weight(gy, x, (6, 1, 3, 3), 1, 1, 1, 6)
+    finally:
+        K.set_num_threads(old)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_depthwise_weight_gradient_keeps_the_references_non_finite_values(value):
+    """A non-finite input reaches only the taps that read it in the formula (the kernel's
+    vectors past the row's end multiply zeros by it: im2col computes that call again)."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 3, 6, 20)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 6, 20)).astype(np.float32)
+    x[1, 2, 3, 19] = value                               # the last column: read past by tiles
+    gw = K.conv2d_grad_weight(gy, x, (3, 1, 3, 3), 1, 1, 1, 3)
+    with np.errstate(invalid="ignore"):
+        expected = R.conv2d_grad_weight(gy, x, (3, 1, 3, 3), 1, 1, 1, 3)
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert_matches(np.where(finite, gw, 0), np.where(finite, expected, 0), np.float32, 240)

@@ -1189,6 +1189,111 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
                            min(<Py_ssize_t>DEPTHWISE_ROWS, H_out - i * DEPTHWISE_ROWS), W_out)
 
 
+cdef enum:
+    DEPTHWISE_GRAD_TAPS = 9    # taps summed at once by depthwise_grad_tile (a 3x3 kernel's)
+
+
+cdef inline void copy_values(floating* dst, const floating* src, Py_ssize_t count) noexcept nogil:
+    """dst[j] = src[j] for j < count, in vectors: the last one ends at count and may overlap
+    the one before (rows shorter than a vector go value by value). For rows of a few dozen
+    values, a call of memcpy costs more than the copy."""
+    cdef Py_ssize_t j = 0
+    if count < TILE:
+        for j in range(count):
+            dst[j] = src[j]
+        return
+    while j + TILE < count:
+        copyv(dst + j, src + j)
+        j = j + TILE
+    copyv(dst + count - TILE, src + count - TILE)
+
+
+cdef inline void depthwise_grad_tile(const floating* gy, Py_ssize_t rows, Py_ssize_t vectors,
+                                     const floating* src, Py_ssize_t Wp,
+                                     const Py_ssize_t* offsets, floating* sums) noexcept nogil:
+    """sums[k * TILE + l] += sum over i < rows, v < vectors of
+    gy[(i * vectors + v) * TILE + l] * src[offsets[k] + i * Wp + v * TILE + l] for 9 taps k:
+    each vector of the output gradient is loaded once for 9 multiply-adds, one for each tap,
+    into 9 accumulators (the missing taps of a smaller kernel read offset 0 and are thrown
+    away by the caller)."""
+    cdef floating acc[DEPTHWISE_GRAD_TAPS * TILE]
+    cdef Py_ssize_t i, v, k
+    cdef const floating* g
+    cdef const floating* x
+    for k in range(DEPTHWISE_GRAD_TAPS):
+        copyv(&acc[k * TILE], sums + k * TILE)
+    for i in range(rows):
+        for v in range(vectors):
+            g = gy + (i * vectors + v) * TILE
+            x = src + i * Wp + v * TILE
+            dotv(&acc[0 * TILE], g, x + offsets[0])
+            dotv(&acc[1 * TILE], g, x + offsets[1])
+            dotv(&acc[2 * TILE], g, x + offsets[2])
+            dotv(&acc[3 * TILE], g, x + offsets[3])
+            dotv(&acc[4 * TILE], g, x + offsets[4])
+            dotv(&acc[5 * TILE], g, x + offsets[5])
+            dotv(&acc[6 * TILE], g, x + offsets[6])
+            dotv(&acc[7 * TILE], g, x + offsets[7])
+            dotv(&acc[8 * TILE], g, x + offsets[8])
+    for k in range(DEPTHWISE_GRAD_TAPS):
+        copyv(sums + k * TILE, &acc[k * TILE])
+
+
+def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
+                                 const floating[:, :, :, ::1] grad_y, floating[:, ::1] grad_w,
+                                 floating[:, ::1] padded, floating[:, ::1] gy_rows,
+                                 floating[:, ::1] lanes, const Py_ssize_t[::1] offsets,
+                                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t pad_top,
+                                 Py_ssize_t pad_left, Py_ssize_t dilation_h,
+                                 Py_ssize_t dilation_w, int num_threads):
+    """grad_w[c, p*kW + q] = sum over n, i, j of grad_y[n, c, i, j]
+                                                 * xp[n, c, i + p*dh, j + q*dw]
+
+    for a depthwise convolution with stride 1 (groups = channels, one filter each), xp the
+    input zero-padded (pad_top rows above, pad_left columns on the left). One channel per
+    task, image after image: its plane copied into the thread's row of ``padded`` (Hp x Wp,
+    as conv2d_forward_depthwise pads it), its output gradient into ``gy_rows`` (rows of whole
+    vectors), both zeroed once per task (each image then overwrites the same values inside,
+    and the zeros around them stay), then depthwise_grad_tile sums 9 taps at a time over
+    the plane in vector lanes (``lanes``: 9 * TILE per thread), added up at the end. offsets (ceil(kH*kW / 9) * 9,): where tap p*kW + q lies in the padded plane,
+    p*dh*Wp + q*dw, then zeros. grad_w (C, kH*kW). (Each channel is one thread's from start
+    to end: the same sums in the same order on any number of threads.)
+    """
+    cdef Py_ssize_t N = grad_y.shape[0], C = grad_y.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t H_out = grad_y.shape[2], W_out = grad_y.shape[3]
+    cdef Py_ssize_t Hp = depthwise_padded_rows(H_out, kH, dilation_h)
+    cdef Py_ssize_t Wp = depthwise_padded_width(W_out, kW, dilation_w)
+    cdef Py_ssize_t vectors = (W_out + TILE - 1) // TILE, taps = kH * kW
+    cdef Py_ssize_t c, n, i, chunk, k0, k, l, t
+    cdef floating* buf
+    cdef floating* gy
+    cdef floating* sums
+    cdef floating total
+    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
+        t = threadid()
+        buf = &padded[t, 0]
+        gy = &gy_rows[t, 0]
+        sums = &lanes[t, 0]
+        memset(buf, 0, Hp * Wp * sizeof(floating))
+        memset(gy, 0, H_out * vectors * TILE * sizeof(floating))
+        for chunk in range((taps + DEPTHWISE_GRAD_TAPS - 1) // DEPTHWISE_GRAD_TAPS):
+            k0 = chunk * DEPTHWISE_GRAD_TAPS              # taps k0 .. k0 + 8
+            memset(sums, 0, DEPTHWISE_GRAD_TAPS * TILE * sizeof(floating))
+            for n in range(N):
+                for i in range(H):       # the rows inside, where the padding puts them
+                    if 0 <= i + pad_top < Hp:
+                        copy_values(buf + (i + pad_top) * Wp + pad_left, &x[n, c, i, 0],
+                                    min(W, Wp - pad_left))
+                for i in range(H_out):
+                    copy_values(gy + i * vectors * TILE, &grad_y[n, c, i, 0], W_out)
+                depthwise_grad_tile(gy, H_out, vectors, buf, Wp, &offsets[k0], sums)
+            for k in range(min(DEPTHWISE_GRAD_TAPS, taps - k0)):
+                total = 0
+                for l in range(TILE):
+                    total = total + sums[k * TILE + l]
+                grad_w[c, k0 + k] = total
+
+
 cdef inline Py_ssize_t depthwise_padded_rows(Py_ssize_t H_out, Py_ssize_t kH,
                                              Py_ssize_t dilation_h) noexcept nogil:
     """Hp: the rows the tiles of 4 output rows read, H_out rounded up to 4 + dh*(kH-1)."""
@@ -1199,6 +1304,16 @@ cdef inline Py_ssize_t depthwise_padded_width(Py_ssize_t W_out, Py_ssize_t kW,
                                               Py_ssize_t dilation_w) noexcept nogil:
     """Wp: the columns the pairs of vectors read, W_out rounded up to 2*TILE + dw*(kW-1)."""
     return (W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)
+
+
+def depthwise_padded_columns(Py_ssize_t W_out, Py_ssize_t kW, Py_ssize_t dilation_w):
+    """Wp, the length of a padded row of conv2d_forward_depthwise's and
+    conv2d_grad_weight_depthwise's planes (depthwise_padded_width)."""
+    return depthwise_padded_width(W_out, kW, dilation_w)
+
+
+#: Taps conv2d_grad_weight_depthwise sums at once: its offsets come in whole runs of these.
+DEPTHWISE_GRAD_TAPS_AT_ONCE = DEPTHWISE_GRAD_TAPS
 
 
 def depthwise_padded_size(Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t kH, Py_ssize_t kW,
