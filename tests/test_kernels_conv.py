@@ -846,8 +846,9 @@ def test_choose_algorithm(input_shape, weight_shape, stride, groups, computing, 
     monkeypatch.setattr(conv_module._conv_blocked, by_channels,
                         spy("blocked", getattr(conv_module._conv_blocked, by_channels)))
     # ... or, depthwise with stride 1, plane by plane
-    monkeypatch.setattr(conv_module._conv_blocked, "conv2d_forward_depthwise",
-                        spy("blocked", conv_module._conv_blocked.conv2d_forward_depthwise))
+    for depthwise in ("conv2d_forward_depthwise", "conv2d_grad_weight_depthwise"):
+        monkeypatch.setattr(conv_module._conv_blocked, depthwise,
+                            spy("blocked", getattr(conv_module._conv_blocked, depthwise)))
     rng = np.random.default_rng(6)
     x, w, b = random_problem(rng, input_shape, weight_shape, np.float32)   # "auto"'s dtype
     gy = rng.standard_normal(geo.output_shape).astype(np.float32)
