@@ -1082,6 +1082,8 @@ def test_depthwise_weight_gradient_is_the_same_on_any_number_of_threads():
     finally:
         K.set_num_threads(old)
     np.testing.assert_array_equal(one, two)
+    assert_matches(two, R.conv2d_grad_weight(gy, x, (6, 1, 3, 3), 1, 1, 1, 6), np.float32,
+                   4 * 11 * 13)
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan])
@@ -1099,3 +1101,15 @@ def test_depthwise_weight_gradient_keeps_the_references_non_finite_values(value)
     np.testing.assert_array_equal(np.isinf(gw), np.isinf(expected))
     finite = np.isfinite(expected)
     assert_matches(np.where(finite, gw, 0), np.where(finite, expected, 0), np.float32, 240)
+
+
+def test_depthwise_weight_gradient_kernel_checks_its_lanes():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    gw = np.empty((2, 9), np.float32)
+    padded = np.zeros((1, 1024), np.float32)
+    gy_rows = np.zeros((1, 256), np.float32)
+    lanes = np.zeros((1, 9 * conv_module.TILE - 1), np.float32)
+    with pytest.raises(ValueError, match=f"lanes needs {9 * conv_module.TILE} values a thread, "
+                                         f"got {9 * conv_module.TILE - 1}"):
+        conv_module._conv_blocked.conv2d_grad_weight_depthwise(x, x, gw, padded, gy_rows, lanes,
+                                                               3, 3, 1, 1, 1, 1, 1)

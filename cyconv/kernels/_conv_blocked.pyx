@@ -1209,18 +1209,25 @@ cdef inline void copy_values(floating* dst, const floating* src, Py_ssize_t coun
 
 
 cdef inline void depthwise_grad_tile(const floating* gy, Py_ssize_t rows, Py_ssize_t vectors,
-                                     const floating* src, Py_ssize_t Wp,
-                                     const Py_ssize_t* offsets, floating* sums) noexcept nogil:
+                                     const floating* src, Py_ssize_t Wp, Py_ssize_t k0,
+                                     Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t dilation_h,
+                                     Py_ssize_t dilation_w, floating* sums) noexcept nogil:
     """sums[k * TILE + l] += sum over i < rows, v < vectors of
-    gy[(i * vectors + v) * TILE + l] * src[offsets[k] + i * Wp + v * TILE + l] for 9 taps k:
-    each vector of the output gradient is loaded once for 9 multiply-adds, one for each tap,
-    into 9 accumulators (the missing taps of a smaller kernel read offset 0 and are thrown
-    away by the caller)."""
+    gy[(i * vectors + v) * TILE + l] * src[offsets[k] + i * Wp + v * TILE + l] for the 9
+    taps k0 + k = p*kW + q, offsets[k] = p*dh*Wp + q*dw: each vector of the output gradient
+    is loaded once for 9 multiply-adds, one for each tap, into 9 accumulators (the taps past
+    kH*kW read offset 0, and the caller throws their sums away)."""
     cdef floating acc[DEPTHWISE_GRAD_TAPS * TILE]
-    cdef Py_ssize_t i, v, k
+    cdef Py_ssize_t offsets[DEPTHWISE_GRAD_TAPS]
+    cdef Py_ssize_t i, v, k, p = k0 // kW, q = k0 % kW
     cdef const floating* g
     cdef const floating* x
     for k in range(DEPTHWISE_GRAD_TAPS):
+        offsets[k] = p * dilation_h * Wp + q * dilation_w if p < kH else 0
+        q = q + 1                        # the next tap, row by row
+        if q == kW:
+            q = 0
+            p = p + 1
         copyv(&acc[k * TILE], sums + k * TILE)
     for i in range(rows):
         for v in range(vectors):
@@ -1242,8 +1249,8 @@ cdef inline void depthwise_grad_tile(const floating* gy, Py_ssize_t rows, Py_ssi
 def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
                                  const floating[:, :, :, ::1] grad_y, floating[:, ::1] grad_w,
                                  floating[:, ::1] padded, floating[:, ::1] gy_rows,
-                                 floating[:, ::1] lanes, const Py_ssize_t[::1] offsets,
-                                 Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t pad_top,
+                                 floating[:, ::1] lanes, Py_ssize_t kH, Py_ssize_t kW,
+                                 Py_ssize_t pad_top,
                                  Py_ssize_t pad_left, Py_ssize_t dilation_h,
                                  Py_ssize_t dilation_w, int num_threads):
     """grad_w[c, p*kW + q] = sum over n, i, j of grad_y[n, c, i, j]
@@ -1255,9 +1262,10 @@ def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
     as conv2d_forward_depthwise pads it), its output gradient into ``gy_rows`` (rows of whole
     vectors), both zeroed once per task (each image then overwrites the same values inside,
     and the zeros around them stay), then depthwise_grad_tile sums 9 taps at a time over
-    the plane in vector lanes (``lanes``: 9 * TILE per thread), added up at the end. offsets (ceil(kH*kW / 9) * 9,): where tap p*kW + q lies in the padded plane,
-    p*dh*Wp + q*dw, then zeros. grad_w (C, kH*kW). (Each channel is one thread's from start
-    to end: the same sums in the same order on any number of threads.)
+    the plane in vector lanes (``lanes``: 9 * TILE per thread), added up at the end.
+    padded (threads, depthwise_padded_size(...)), gy_rows (threads, H_out * W_out rounded
+    up to whole vectors); grad_w (C, kH*kW). (Each channel is one thread's from start to
+    end: the same sums in the same order on any number of threads.)
     """
     cdef Py_ssize_t N = grad_y.shape[0], C = grad_y.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t H_out = grad_y.shape[2], W_out = grad_y.shape[3]
@@ -1269,6 +1277,10 @@ def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
     cdef floating* gy
     cdef floating* sums
     cdef floating total
+    # the one check made here (not in the loops): the tiles sum 9 taps into a thread's lanes
+    if lanes.shape[1] < DEPTHWISE_GRAD_TAPS * TILE:
+        raise ValueError(f"lanes needs {DEPTHWISE_GRAD_TAPS * TILE} values a thread, "
+                         f"got {lanes.shape[1]}")
     for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
         t = threadid()
         buf = &padded[t, 0]
@@ -1281,12 +1293,11 @@ def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
             memset(sums, 0, DEPTHWISE_GRAD_TAPS * TILE * sizeof(floating))
             for n in range(N):
                 for i in range(H):       # the rows inside, where the padding puts them
-                    if 0 <= i + pad_top < Hp:
-                        copy_values(buf + (i + pad_top) * Wp + pad_left, &x[n, c, i, 0],
-                                    min(W, Wp - pad_left))
+                    copy_values(buf + (i + pad_top) * Wp + pad_left, &x[n, c, i, 0], W)
                 for i in range(H_out):
                     copy_values(gy + i * vectors * TILE, &grad_y[n, c, i, 0], W_out)
-                depthwise_grad_tile(gy, H_out, vectors, buf, Wp, &offsets[k0], sums)
+                depthwise_grad_tile(gy, H_out, vectors, buf, Wp, k0, kH, kW, dilation_h,
+                                    dilation_w, sums)
             for k in range(min(DEPTHWISE_GRAD_TAPS, taps - k0)):
                 total = 0
                 for l in range(TILE):
@@ -1304,16 +1315,6 @@ cdef inline Py_ssize_t depthwise_padded_width(Py_ssize_t W_out, Py_ssize_t kW,
                                               Py_ssize_t dilation_w) noexcept nogil:
     """Wp: the columns the pairs of vectors read, W_out rounded up to 2*TILE + dw*(kW-1)."""
     return (W_out + 2 * TILE - 1) // (2 * TILE) * (2 * TILE) + dilation_w * (kW - 1)
-
-
-def depthwise_padded_columns(Py_ssize_t W_out, Py_ssize_t kW, Py_ssize_t dilation_w):
-    """Wp, the length of a padded row of conv2d_forward_depthwise's and
-    conv2d_grad_weight_depthwise's planes (depthwise_padded_width)."""
-    return depthwise_padded_width(W_out, kW, dilation_w)
-
-
-#: Taps conv2d_grad_weight_depthwise sums at once: its offsets come in whole runs of these.
-DEPTHWISE_GRAD_TAPS_AT_ONCE = DEPTHWISE_GRAD_TAPS
 
 
 def depthwise_padded_size(Py_ssize_t H_out, Py_ssize_t W_out, Py_ssize_t kH, Py_ssize_t kW,

@@ -43,7 +43,7 @@ take (4, 6) and (5, 7), and so on (tile_start), so that 8 neighbouring tiles sti
 pick their inputs out of the rows (input_tiles), and another interleaves their outputs
 (store_row). (The other way, the undilated kernel on the input's four phase images, every
 other row and column, copied out and back in NumPy, took 1.55x the blocked kernel's time
-on the dilated benchmark layer, 0.95x without the copies; this kernel takes 0.90x.)
+on the dilated benchmark layer, 0.95x without the copies; this kernel takes 0.80x.)
 
 The transforms round differently from the direct sum (within a few float32 ulps of the
 sum's size), and a NaN or an inf spreads to the whole tile that reads it; the kernel

@@ -76,8 +76,8 @@ WINOGRAD_SHORT_TILE_MIN = (32, 2048, 16)
 #: go in pairs over 4 columns (and rows): on narrow images more of them are part-filled
 #: (14 columns take 16), and the transforms weigh more against the products. (It decides
 #: only where the rules above allow narrower images: 128 channels, 12 to 23 wide, and the
-#: short-tile rule, 16 to 23.) Measured on AMD Zen 4 (AVX-512), the blocked pass's time / Winograd's,
-#: forward and input gradient: 64 channels on 24x24, 28x28, 30x30 and 56x56 images
+#: short-tile rule, 16 to 23.) Measured on AMD Zen 4 (AVX-512), the blocked pass's time /
+#: Winograd's, forward and input gradient: 64 channels on 24x24, 28x28, 30x30 and 56x56 images
 #: 1.30/1.29, 1.11/1.10, 1.13/1.12, 1.21/1.20; 32 -> 64 channels on 32x32 1.13/1.15, 48 on
 #: 32x32 1.49/1.50; but 128 channels on 14x14 0.94/0.95.
 WINOGRAD_DILATED_MIN_WIDTH = 24
@@ -561,19 +561,14 @@ def _depthwise_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
     (3x3): 1.54-1.69x faster on 14x14 to 32x32 planes, 1.25-1.31x on 40x40 to 112x112
     (hence on rows of any width), 1.15x with a 5x5 kernel (3 runs of 9 taps)."""
     c, kh, kw = g.in_channels, g.kernel_h, g.kernel_w
-    wp = _conv_blocked.depthwise_padded_columns(g.out_w, kw, g.dilation[1])
-    at_once = _conv_blocked.DEPTHWISE_GRAD_TAPS_AT_ONCE
-    offsets = np.zeros(-(-kh * kw // at_once) * at_once, np.intp)     # the missing taps: 0
-    offsets[:kh * kw] = _tap_offsets(1, (kh, kw), 1, g.dilation, wp)
     padded = _workspace("padded", threads,
-                        _conv_blocked.depthwise_padded_size(g.out_h, g.out_w, kh, kw, *g.dilation),
-                        x.dtype)
+                        _conv_blocked.depthwise_padded_size(g.out_h, g.out_w, kh, kw,
+                                                            *g.dilation), x.dtype)
     gy_rows = _workspace("gy_padded", threads, g.out_h * -(-g.out_w // TILE) * TILE, x.dtype)
-    lanes = _workspace("tap_lanes", threads, at_once * TILE, x.dtype)
+    lanes = _workspace("tap_lanes", threads, 9 * TILE, x.dtype)      # 9 taps at a time
     grad_w = np.empty((c, kh * kw), x.dtype)
-    _conv_blocked.conv2d_grad_weight_depthwise(x, grad_y, grad_w, padded, gy_rows, lanes, offsets,
-                                               kh, kw, g.padding[0], g.padding[2],
-                                               g.dilation[0], g.dilation[1], threads)
+    _conv_blocked.conv2d_grad_weight_depthwise(x, grad_y, grad_w, padded, gy_rows, lanes, kh, kw,
+                                               g.padding[0], g.padding[2], *g.dilation, threads)
     grad_w = grad_w.reshape(g.weight_shape)
     if not np.isfinite(grad_w).all():
         return _im2col_grad_weight(grad_y, x, g, threads)
