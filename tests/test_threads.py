@@ -1,4 +1,4 @@
-"""Thread count: the kernels give the reference's numbers with 1 and with 2 threads.
+"""Thread count: the kernels give the reference's numbers with 1, 2 and 3 threads.
 
 Each output value is computed by one thread in a fixed order, so the direct and pooling
 kernels give the same bits whatever the thread count; BLAS (used by im2col) may split its
@@ -16,7 +16,7 @@ from cyconv import reference as R
 from cyconv.kernels import threads as threads_module
 
 N, C, H, W = 4, 8, 16, 16
-THREAD_COUNTS = (1, 2)
+THREAD_COUNTS = (1, 2, 3)          # 3: shares of unequal size on a 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,19 @@ def run_with_threads(n, function, *args, **kwargs):
 
 
 def check_threads(function, reference, args, kwargs=None, ref_args=None, exact=True, tol=1e-10):
-    """Run ``function`` with 1 and 2 threads; compare with ``reference`` and with each other."""
+    """Run ``function`` with each of THREAD_COUNTS; compare with ``reference`` and with the
+    1-thread result."""
     kwargs = kwargs or {}
     expected = reference(*(ref_args or args), **{k: v for k, v in kwargs.items() if k != "algorithm"})
     results = [run_with_threads(n, function, *args, **kwargs) for n in THREAD_COUNTS]
     for result in results:
         assert result.dtype == expected.dtype and result.shape == expected.shape
         np.testing.assert_allclose(result, expected, rtol=tol, atol=tol)
-    if exact:
-        np.testing.assert_array_equal(results[0], results[1])
-    else:
-        np.testing.assert_allclose(results[0], results[1], rtol=tol, atol=tol)
+    for result in results[1:]:
+        if exact:
+            np.testing.assert_array_equal(result, results[0])
+        else:
+            np.testing.assert_allclose(result, results[0], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -144,6 +146,51 @@ def test_more_threads_than_work(restore_threads):
     np.testing.assert_array_equal(K.max_pool2d(x, 2, stride=1), [[[[5, 6], [8, 9]]]])
     np.testing.assert_array_equal(K.avg_pool2d(x, 2, stride=1), [[[[3, 4], [6, 7]]]])
     np.testing.assert_array_equal(K.adaptive_avg_pool2d(x, 1), [[[[5]]]])
+
+
+# ---------------------------------------------------------------------------------------
+# How the kernels share their tasks (kernels/_threads.pxd)
+# ---------------------------------------------------------------------------------------
+
+def team_size(threads: int) -> int:
+    """The threads a parallel region of ``threads`` gets: 1 in the serial build."""
+    return threads if K.openmp_enabled() else 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("tasks", [0, 1, 2, 5, 7, 64])
+def test_static_shares_are_contiguous_and_even(tasks, threads):
+    from cyconv.kernels import _parallel
+
+    ran = _parallel.task_owners(tasks, threads, dynamic=False)
+    team = team_size(threads)
+    expected = np.zeros((threads, tasks), np.int8)
+    for t in range(team):              # thread t: tasks t*tasks//team .. (t+1)*tasks//team - 1
+        expected[t, t * tasks // team:(t + 1) * tasks // team] = 1
+    np.testing.assert_array_equal(ran, expected)
+    sizes = expected.sum(axis=1)[:team]
+    assert sizes.max() - sizes.min() <= 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("tasks", [0, 1, 5, 1000])
+def test_dynamic_tasks_run_once_each(tasks, threads):
+    from cyconv.kernels import _parallel
+
+    for _ in range(20):                # the threads race for the tasks: try many times
+        ran = _parallel.task_owners(tasks, threads, dynamic=True)
+        assert ran.shape == (threads, tasks)
+        np.testing.assert_array_equal(ran.sum(axis=0), np.ones(tasks))
+        assert not ran[team_size(threads):].any()
+
+
+def test_task_owners_refuses_bad_counts():
+    from cyconv.kernels import _parallel
+
+    with pytest.raises(ValueError, match="tasks must be >= 0 and threads >= 1, got -1 and 2"):
+        _parallel.task_owners(-1, 2, True)
+    with pytest.raises(ValueError, match="got 3 and 0"):
+        _parallel.task_owners(3, 0, False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ conv2d_forward_by_channels is given, once before its loops.
 
 from libc.string cimport memcpy, memset
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, threadid
 
+from ._threads cimport join_threads, new_team, share_start, share_stop, take_task, Team
 from ._vectors cimport (CYCONV_VEC, axpyv, copyv, dotv, pairv, prefetch_for_write,
                        prefetch_for_read, store_transposed16)
 
@@ -465,66 +466,72 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef floating* buf
     cdef floating* tmp
     cdef floating* out
+    cdef Team team = new_team()
 
     # the first chunks of all (image, group) pairs, then the second ones, ...: the last
     # chunk of a plane, often shorter, comes last, so the threads finish close together
-    for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
-        n = (task % (N * groups)) // groups
-        g = task % groups
-        i0 = (task // (N * groups)) * chunk                # the chunk's output rows i0 .. end-1
-        end = min(i0 + chunk, H_out)
-        t = threadid()
-        buf = &padded[t, 0]
-        tmp = &scratch[t, 0]
-        # the padded rows this chunk's tiles read (fewer in a short last chunk)
-        padded_rows = (tile_rows_for(end - i0) - 1) * stride_h + reach
-        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, padded_rows, pad_top, pad_left, stride_w, Wp,
-                 buf)
-        # whole blocks of 4 output channels, 3 rows at a time (6 in float32 with AVX-512);
-        # 2 rows for the last 1, 2 or 4
-        i = i0                                             # i: first row of the tile
-        while i < end:
-            if floating is float and TILE == 16 and end - i >= 6:
-                height = 6
-            else:
-                height = 2 if end - i in (1, 2, 4) else 3
-            rows = min(height, end - i)
-            for k in range((taps + chunk_taps - 1) // chunk_taps):
-                k0 = k * chunk_taps                        # the taps of a few channels at a
-                k1 = min(k0 + chunk_taps, taps)            # time, whose input rows stay in L1
-                for b in range(blocks):
-                    co = g * out_g + b * BLOCK
-                    channel_tiles(buf + (i - i0) * next_row, &w_blocks[g, b, 0, 0], taps,
-                                  &offsets[0], k0, k1, next_row, &bias[co], &y[n, co, i, 0], L,
-                                  W_out, height, rows, tmp)
-            i = i + rows
-        if 0 < W_out % TILE <= TILE // 2:                  # the last columns, 6 rows at a time
-            jt = W_out - W_out % TILE
-            for i in range(i0, end, 6):
-                rows = min(6, end - i)
-                for b in range(blocks):
-                    co = g * out_g + b * BLOCK
-                    tail_tile_channels(buf + (i - i0) * next_row + jt, &w_blocks[g, b, 0, 0],
-                                       taps, &offsets[0], next_row, &bias[co], tmp)
-                    for r in range(BLOCK * rows):          # channel r // rows, row r % rows
-                        keep_inside(tmp + (3 * (r // rows) + (r % rows) // 2) * TILE
-                                    + TILE // 2 * ((r % rows) % 2),
-                                    &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % TILE)
-        # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
-        for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
-            for i in range(i0, end, 8):
-                rows = min(2 * BLOCK, end - i)
-                for tile in range((W_out + TILE - 1) // TILE):
-                    jt = tile * TILE
-                    width = min(TILE, W_out - jt)
-                    out = &y[n, co, i, jt]
-                    if width == TILE and rows == 2 * BLOCK:
-                        tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
-                                  &offsets[0], next_row, bias[co], out, W_out)
-                    else:
-                        tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
-                                  &offsets[0], next_row, bias[co], tmp, TILE)
-                        keep_inside(tmp, out, rows, W_out, width)
+    with nogil, parallel(num_threads=num_threads):
+        while True:
+            task = take_task(&team)
+            if task >= N * groups * chunks:
+                break
+            n = (task % (N * groups)) // groups
+            g = task % groups
+            i0 = (task // (N * groups)) * chunk                # the chunk's output rows i0 .. end-1
+            end = min(i0 + chunk, H_out)
+            t = threadid()
+            buf = &padded[t, 0]
+            tmp = &scratch[t, 0]
+            # the padded rows this chunk's tiles read (fewer in a short last chunk)
+            padded_rows = (tile_rows_for(end - i0) - 1) * stride_h + reach
+            pad_rows(x, n, g * Cg, Cg, i0 * stride_h, padded_rows, pad_top, pad_left, stride_w, Wp,
+                     buf)
+            # whole blocks of 4 output channels, 3 rows at a time (6 in float32 with AVX-512);
+            # 2 rows for the last 1, 2 or 4
+            i = i0                                             # i: first row of the tile
+            while i < end:
+                if floating is float and TILE == 16 and end - i >= 6:
+                    height = 6
+                else:
+                    height = 2 if end - i in (1, 2, 4) else 3
+                rows = min(height, end - i)
+                for k in range((taps + chunk_taps - 1) // chunk_taps):
+                    k0 = k * chunk_taps                        # the taps of a few channels at a
+                    k1 = min(k0 + chunk_taps, taps)            # time, whose input rows stay in L1
+                    for b in range(blocks):
+                        co = g * out_g + b * BLOCK
+                        channel_tiles(buf + (i - i0) * next_row, &w_blocks[g, b, 0, 0], taps,
+                                      &offsets[0], k0, k1, next_row, &bias[co], &y[n, co, i, 0], L,
+                                      W_out, height, rows, tmp)
+                i = i + rows
+            if 0 < W_out % TILE <= TILE // 2:                  # the last columns, 6 rows at a time
+                jt = W_out - W_out % TILE
+                for i in range(i0, end, 6):
+                    rows = min(6, end - i)
+                    for b in range(blocks):
+                        co = g * out_g + b * BLOCK
+                        tail_tile_channels(buf + (i - i0) * next_row + jt, &w_blocks[g, b, 0, 0],
+                                           taps, &offsets[0], next_row, &bias[co], tmp)
+                        for r in range(BLOCK * rows):          # channel r // rows, row r % rows
+                            keep_inside(tmp + (3 * (r // rows) + (r % rows) // 2) * TILE
+                                        + TILE // 2 * ((r % rows) % 2),
+                                        &y[n, co + r // rows, i + r % rows, jt], 1, 0, W_out % TILE)
+            # the channels left over (all of them when a group has fewer than 4), 8 rows at a time
+            for co in range(g * out_g + blocks * BLOCK, (g + 1) * out_g):
+                for i in range(i0, end, 8):
+                    rows = min(2 * BLOCK, end - i)
+                    for tile in range((W_out + TILE - 1) // TILE):
+                        jt = tile * TILE
+                        width = min(TILE, W_out - jt)
+                        out = &y[n, co, i, jt]
+                        if width == TILE and rows == 2 * BLOCK:
+                            tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
+                                      &offsets[0], next_row, bias[co], out, W_out)
+                        else:
+                            tile_rows(buf + (i - i0) * next_row + jt, &w_matrix[co, 0], taps,
+                                      &offsets[0], next_row, bias[co], tmp, TILE)
+                            keep_inside(tmp, out, rows, W_out, width)
+        join_threads(&team)
 
 
 cdef inline void tile_taps(const floating* gy, const floating* xs, Py_ssize_t row_pairs,
@@ -680,50 +687,53 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, :, :
 
     # static: every run hands the same tasks to the same thread, so the partial sums (and
     # the rounding of the gradient) are the same from run to run
-    for task in prange(N * groups, nogil=True, schedule="static", num_threads=num_threads):
-        n = task // groups
-        g = task % groups
-        t = threadid()
-        buf = &padded[t, 0]
-        gy = &gy_padded[t, 0]
-        pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, stride_w, Wp, buf)
-        for co in range(out_g):          # the group's output gradient, padded with zeros
-            for i in range(2 * row_pairs):
-                gy_at = gy + co * gy_plane_size + i * gy_row
-                if i < H_out:
-                    memcpy(gy_at, &grad_y[n, g * out_g + co, i, 0], W_out * sizeof(floating))
-                    memset(gy_at + W_out, 0, (gy_row - W_out) * sizeof(floating))
-                else:
-                    memset(gy_at, 0, gy_row * sizeof(floating))
-        for co in range(0, out_g - out_g % 4, 4):          # channels co .. co+3
-            # band by band of output rows, so that the band of the 4 channels' output
-            # gradient stays in the L1 cache while every tap is summed over it
-            lanes = &tap_lanes[t, 0]
-            memset(lanes, 0, tap_tiles * per * BLOCK * TILE * sizeof(floating))
-            for b in range((H_out + band - 1) // band):
-                i = b * band
-                for k in range(tap_tiles):                 # taps per*k .. per*k + per-1
-                    if per == 6:
-                        tile_channel_taps_6(gy + co * gy_plane_size, gy_plane_size, buf, i,
-                                            min(i + band, H_out), tiles, gy_row,
-                                            stride_h * Cg * Wp, &tap_offsets[6 * k],
-                                            lanes + k * 6 * BLOCK * TILE)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for task in range(share_start(N * groups), share_stop(N * groups)):
+            n = task // groups
+            g = task % groups
+            t = threadid()
+            buf = &padded[t, 0]
+            gy = &gy_padded[t, 0]
+            pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, stride_w, Wp, buf)
+            for co in range(out_g):          # the group's output gradient, padded with zeros
+                for i in range(2 * row_pairs):
+                    gy_at = gy + co * gy_plane_size + i * gy_row
+                    if i < H_out:
+                        memcpy(gy_at, &grad_y[n, g * out_g + co, i, 0], W_out * sizeof(floating))
+                        memset(gy_at + W_out, 0, (gy_row - W_out) * sizeof(floating))
                     else:
-                        tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, i,
-                                          min(i + band, H_out), tiles, gy_row, stride_h * Cg * Wp,
-                                          &tap_offsets[3 * k], lanes + k * 3 * BLOCK * TILE)
-            for k in range(tap_tiles):                     # the lanes added up
-                for b in range(BLOCK):
-                    for q in range(per):
-                        lane = lanes + (k * per * BLOCK + per * b + q) * TILE
-                        total = 0
-                        for jj in range(TILE):
-                            total = total + lane[jj]
-                        partial[t, g * out_g + co + b, per * k + q] += total
-        for co in range(out_g - out_g % 4, out_g):         # the channels left over
-            for k in range(0, R, 4):                       # taps k .. k+3
-                tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Cg * Wp,
-                          &tap_offsets[k], &partial[t, g * out_g + co, k])
+                        memset(gy_at, 0, gy_row * sizeof(floating))
+            for co in range(0, out_g - out_g % 4, 4):          # channels co .. co+3
+                # band by band of output rows, so that the band of the 4 channels' output
+                # gradient stays in the L1 cache while every tap is summed over it
+                lanes = &tap_lanes[t, 0]
+                memset(lanes, 0, tap_tiles * per * BLOCK * TILE * sizeof(floating))
+                for b in range((H_out + band - 1) // band):
+                    i = b * band
+                    for k in range(tap_tiles):                 # taps per*k .. per*k + per-1
+                        if per == 6:
+                            tile_channel_taps_6(gy + co * gy_plane_size, gy_plane_size, buf, i,
+                                                min(i + band, H_out), tiles, gy_row,
+                                                stride_h * Cg * Wp, &tap_offsets[6 * k],
+                                                lanes + k * 6 * BLOCK * TILE)
+                        else:
+                            tile_channel_taps(gy + co * gy_plane_size, gy_plane_size, buf, i,
+                                              min(i + band, H_out), tiles, gy_row, stride_h * Cg * Wp,
+                                              &tap_offsets[3 * k], lanes + k * 3 * BLOCK * TILE)
+                for k in range(tap_tiles):                     # the lanes added up
+                    for b in range(BLOCK):
+                        for q in range(per):
+                            lane = lanes + (k * per * BLOCK + per * b + q) * TILE
+                            total = 0
+                            for jj in range(TILE):
+                                total = total + lane[jj]
+                            partial[t, g * out_g + co + b, per * k + q] += total
+            for co in range(out_g - out_g % 4, out_g):         # the channels left over
+                for k in range(0, R, 4):                       # taps k .. k+3
+                    tile_taps(gy + co * gy_plane_size, buf, row_pairs, tiles, gy_row, stride_h * Cg * Wp,
+                              &tap_offsets[k], &partial[t, g * out_g + co, k])
+        join_threads(&team)
 
 
 # --- the weight gradient vectorised over output channels -----------------------------------
@@ -886,43 +896,46 @@ def conv2d_grad_weight_by_channels(
 
     # static: every run hands the same tasks to the same thread, so the partial sums (and
     # the rounding of the gradient) are the same from run to run
-    for task in prange(N * groups, nogil=True, schedule="static", num_threads=num_threads):
-        n = task // groups
-        g = task % groups
-        t = threadid()
-        buf = &padded[t, 0]
-        gt = &gy_t[t, 0]
-        s = &sums[t, 0]
-        pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, 1, Wp, buf)
-        for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos]: 16
-            for co in range(0, out_g, 16):   # channels x 16 positions at a time, transposed
-                if p0 + 16 <= HW:
-                    store_transposed16(&grad_y[n, g * out_g + co, 0, 0] + p0, HW,
-                                       min(16, out_g - co), gt + p0 * OP + co, OP, 16)
-                else:                     # the last positions of the plane, one at a time
-                    for l in range(co, min(co + 16, out_g)):
-                        for pos in range(p0, HW):
-                            gt[pos * OP + l] = grad_y[n, g * out_g + l, pos // W_out, pos % W_out]
-            if OP > out_g:
-                for pos in range(p0, min(p0 + 16, HW)):
-                    memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
-        if OP == TILE:                                     # one vector of channels
-            for kg in range(R12 // TAPS):                  # taps 12*kg ...
-                channel_tap_tile_one_vector(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
-                                            stride_h * Cg * Wp, stride_w, s)
-                for k in range(TAPS):
-                    row = &partial[t, g, kg * TAPS + k, 0]
-                    for l in range(TILE):
-                        row[l] += s[k * TILE + l]
-            continue
-        for cb in range(OP // (2 * TILE)):                 # channels 2*TILE*cb ...
-            for kg in range(R12 // TAPS):                  # taps 12*kg ...
-                channel_tap_tile(gt + cb * 2 * TILE, OP, buf, &tap_offsets[kg * TAPS], H_out,
-                                 W_out, stride_h * Cg * Wp, stride_w, s)
-                for k in range(TAPS):                      # s[(2*k + v) * TILE + l]: channel
-                    row = &partial[t, g, kg * TAPS + k, cb * 2 * TILE]      # v * TILE + l
-                    for l in range(2 * TILE):
-                        row[l] += s[2 * k * TILE + l]
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for task in range(share_start(N * groups), share_stop(N * groups)):
+            n = task // groups
+            g = task % groups
+            t = threadid()
+            buf = &padded[t, 0]
+            gt = &gy_t[t, 0]
+            s = &sums[t, 0]
+            pad_rows(x, n, g * Cg, Cg, 0, Hp, pad_top, pad_left, 1, Wp, buf)
+            for p0 in range(0, HW, 16):       # gt[pos, co] = grad_y[n, g*out_g + co, pos]: 16
+                for co in range(0, out_g, 16):   # channels x 16 positions at a time, transposed
+                    if p0 + 16 <= HW:
+                        store_transposed16(&grad_y[n, g * out_g + co, 0, 0] + p0, HW,
+                                           min(16, out_g - co), gt + p0 * OP + co, OP, 16)
+                    else:                     # the last positions of the plane, one at a time
+                        for l in range(co, min(co + 16, out_g)):
+                            for pos in range(p0, HW):
+                                gt[pos * OP + l] = grad_y[n, g * out_g + l, pos // W_out, pos % W_out]
+                if OP > out_g:
+                    for pos in range(p0, min(p0 + 16, HW)):
+                        memset(gt + pos * OP + out_g, 0, (OP - out_g) * sizeof(floating))
+            if OP == TILE:                                     # one vector of channels
+                for kg in range(R12 // TAPS):                  # taps 12*kg ...
+                    channel_tap_tile_one_vector(gt, buf, &tap_offsets[kg * TAPS], H_out, W_out,
+                                                stride_h * Cg * Wp, stride_w, s)
+                    for k in range(TAPS):
+                        row = &partial[t, g, kg * TAPS + k, 0]
+                        for l in range(TILE):
+                            row[l] += s[k * TILE + l]
+                continue
+            for cb in range(OP // (2 * TILE)):                 # channels 2*TILE*cb ...
+                for kg in range(R12 // TAPS):                  # taps 12*kg ...
+                    channel_tap_tile(gt + cb * 2 * TILE, OP, buf, &tap_offsets[kg * TAPS], H_out,
+                                     W_out, stride_h * Cg * Wp, stride_w, s)
+                    for k in range(TAPS):                      # s[(2*k + v) * TILE + l]: channel
+                        row = &partial[t, g, kg * TAPS + k, cb * 2 * TILE]      # v * TILE + l
+                        for l in range(2 * TILE):
+                            row[l] += s[2 * k * TILE + l]
+        join_threads(&team)
 
 
 # --- the forward pass vectorised over output channels ---------------------------------------
@@ -1083,38 +1096,44 @@ def conv2d_forward_by_channels(
         raise ValueError(f"positions and w_t.shape[3] must be (14, {2 * TILE}), "
                          f"(8, {2 * TILE}) or (28, {TILE}), got ({positions}, {block})")
 
-    for task in prange(N * groups * chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
-        n = (task % (N * groups)) // groups
-        g = task % groups
-        i0 = (task // (N * groups)) * chunk
-        end = min(i0 + chunk, H_out)
-        t = threadid()
-        buf = &padded[t, 0]
-        pad_rows(x, n, g * Cg, Cg, i0 * stride_h, (end - i0 - 1) * stride_h + reach, pad_top,
-                 pad_left, stride_w, Wp, buf)
-        for i in range(i0, end):
-            for cb in range(CB):
-                width = min(block, out_g - cb * block)
-                for jt in range((W_out + positions - 1) // positions):
-                    j0 = jt * positions
-                    count = min(positions, W_out - j0)
-                    if positions == 8:
-                        channel_position_tile(
-                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
-                            &offsets[0], &bias_t[g, cb * block],
-                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
-                            True)
-                    elif positions == 28:
-                        channel_position_tile_28(
-                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
-                            &offsets[0], &bias_t[g, cb * block],
-                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
-                    else:
-                        channel_position_tile(
-                            buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
-                            &offsets[0], &bias_t[g, cb * block],
-                            &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
-                            False)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        while True:
+            task = take_task(&team)
+            if task >= N * groups * chunks:
+                break
+            n = (task % (N * groups)) // groups
+            g = task % groups
+            i0 = (task // (N * groups)) * chunk
+            end = min(i0 + chunk, H_out)
+            t = threadid()
+            buf = &padded[t, 0]
+            pad_rows(x, n, g * Cg, Cg, i0 * stride_h, (end - i0 - 1) * stride_h + reach, pad_top,
+                     pad_left, stride_w, Wp, buf)
+            for i in range(i0, end):
+                for cb in range(CB):
+                    width = min(block, out_g - cb * block)
+                    for jt in range((W_out + positions - 1) // positions):
+                        j0 = jt * positions
+                        count = min(positions, W_out - j0)
+                        if positions == 8:
+                            channel_position_tile(
+                                buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                                &offsets[0], &bias_t[g, cb * block],
+                                &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
+                                True)
+                        elif positions == 28:
+                            channel_position_tile_28(
+                                buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                                &offsets[0], &bias_t[g, cb * block],
+                                &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count)
+                        else:
+                            channel_position_tile(
+                                buf + (i - i0) * row_step + j0, &w_t[g, cb, 0, 0], taps,
+                                &offsets[0], &bias_t[g, cb * block],
+                                &y[n, g * out_g + cb * block, i, j0], H_out * W_out, width, count,
+                                False)
+        join_threads(&team)
 
 
 # --- depthwise convolution: one input channel per output channel -----------------------------
@@ -1178,15 +1197,18 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
     cdef Py_ssize_t Wp = depthwise_padded_width(W_out, kW, dilation_w)
     cdef Py_ssize_t plane, n, c, i
     cdef floating* buf
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):
-        n = plane // C
-        c = plane % C
-        buf = &padded[threadid(), 0]
-        pad_rows(x, n, c, 1, 0, Hp, pad_top, pad_left, 1, Wp, buf)
-        for i in range((H_out + DEPTHWISE_ROWS - 1) // DEPTHWISE_ROWS):   # tiles of 4 rows
-            depthwise_tile(buf + i * DEPTHWISE_ROWS * Wp, Wp, &w[c, 0], kH, kW, dilation_h,
-                           dilation_w, bias[c], &y[n, c, i * DEPTHWISE_ROWS, 0],
-                           min(<Py_ssize_t>DEPTHWISE_ROWS, H_out - i * DEPTHWISE_ROWS), W_out)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for plane in range(share_start(N * C), share_stop(N * C)):
+            n = plane // C
+            c = plane % C
+            buf = &padded[threadid(), 0]
+            pad_rows(x, n, c, 1, 0, Hp, pad_top, pad_left, 1, Wp, buf)
+            for i in range((H_out + DEPTHWISE_ROWS - 1) // DEPTHWISE_ROWS):   # tiles of 4 rows
+                depthwise_tile(buf + i * DEPTHWISE_ROWS * Wp, Wp, &w[c, 0], kH, kW, dilation_h,
+                               dilation_w, bias[c], &y[n, c, i * DEPTHWISE_ROWS, 0],
+                               min(<Py_ssize_t>DEPTHWISE_ROWS, H_out - i * DEPTHWISE_ROWS), W_out)
+        join_threads(&team)
 
 
 cdef enum:
@@ -1281,28 +1303,31 @@ def conv2d_grad_weight_depthwise(const floating[:, :, :, ::1] x,
     if lanes.shape[1] < DEPTHWISE_GRAD_TAPS * TILE:
         raise ValueError(f"lanes needs {DEPTHWISE_GRAD_TAPS * TILE} values a thread, "
                          f"got {lanes.shape[1]}")
-    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
-        t = threadid()
-        buf = &padded[t, 0]
-        gy = &gy_rows[t, 0]
-        sums = &lanes[t, 0]
-        memset(buf, 0, Hp * Wp * sizeof(floating))
-        memset(gy, 0, H_out * vectors * TILE * sizeof(floating))
-        for chunk in range((taps + DEPTHWISE_GRAD_TAPS - 1) // DEPTHWISE_GRAD_TAPS):
-            k0 = chunk * DEPTHWISE_GRAD_TAPS              # taps k0 .. k0 + 8
-            memset(sums, 0, DEPTHWISE_GRAD_TAPS * TILE * sizeof(floating))
-            for n in range(N):
-                for i in range(H):       # the rows inside, where the padding puts them
-                    copy_values(buf + (i + pad_top) * Wp + pad_left, &x[n, c, i, 0], W)
-                for i in range(H_out):
-                    copy_values(gy + i * vectors * TILE, &grad_y[n, c, i, 0], W_out)
-                depthwise_grad_tile(gy, H_out, vectors, buf, Wp, k0, kH, kW, dilation_h,
-                                    dilation_w, sums)
-            for k in range(min(DEPTHWISE_GRAD_TAPS, taps - k0)):
-                total = 0
-                for l in range(TILE):
-                    total = total + sums[k * TILE + l]
-                grad_w[c, k0 + k] = total
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for c in range(share_start(C), share_stop(C)):
+            t = threadid()
+            buf = &padded[t, 0]
+            gy = &gy_rows[t, 0]
+            sums = &lanes[t, 0]
+            memset(buf, 0, Hp * Wp * sizeof(floating))
+            memset(gy, 0, H_out * vectors * TILE * sizeof(floating))
+            for chunk in range((taps + DEPTHWISE_GRAD_TAPS - 1) // DEPTHWISE_GRAD_TAPS):
+                k0 = chunk * DEPTHWISE_GRAD_TAPS              # taps k0 .. k0 + 8
+                memset(sums, 0, DEPTHWISE_GRAD_TAPS * TILE * sizeof(floating))
+                for n in range(N):
+                    for i in range(H):       # the rows inside, where the padding puts them
+                        copy_values(buf + (i + pad_top) * Wp + pad_left, &x[n, c, i, 0], W)
+                    for i in range(H_out):
+                        copy_values(gy + i * vectors * TILE, &grad_y[n, c, i, 0], W_out)
+                    depthwise_grad_tile(gy, H_out, vectors, buf, Wp, k0, kH, kW, dilation_h,
+                                        dilation_w, sums)
+                for k in range(min(DEPTHWISE_GRAD_TAPS, taps - k0)):
+                    total = 0
+                    for l in range(TILE):
+                        total = total + sums[k * TILE + l]
+                    grad_w[c, k0 + k] = total
+        join_threads(&team)
 
 
 cdef inline Py_ssize_t depthwise_padded_rows(Py_ssize_t H_out, Py_ssize_t kH,

@@ -16,6 +16,11 @@ rather than testing every one: ``inside_ranges`` computes, once per call, the ou
 
 The arguments were checked in Python (cyconv.kernels.conv); nothing is checked here.
 Every output array must be zero (or hold the bias) on entry: the kernels accumulate.
+
+The planes are shared between threads with ``prange``, the plainest way to say that they
+do not depend on each other. The fast kernels share their tasks without it (see
+``_threads.pxd``): prange starts with a hidden barrier, which costs each call a sleep
+and a wake-up of the other threads.
 """
 
 import numpy as np

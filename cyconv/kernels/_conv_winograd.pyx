@@ -53,8 +53,9 @@ The arguments were checked in Python; nothing is checked here.
 
 from libc.string cimport memcpy, memset
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, threadid
 
+from ._threads cimport join_threads, new_team, share_start, share_stop, take_task, Team
 from ._vectors cimport (CYCONV_VEC, add8, axpy8, axpyv, copyv, prefetch_for_write, sub8, zerov,
                        zip8)
 
@@ -273,8 +274,11 @@ def transform_weights(const floating[:, :, :, ::1] w, floating[:, :, :, :, ::1] 
     """
     cdef Py_ssize_t groups = u.shape[0], blocks = u.shape[2]
     cdef Py_ssize_t out_g = w.shape[0] // groups, task
-    for task in prange(groups * blocks, nogil=True, schedule="static", num_threads=num_threads):
-        transform_block(w, u, task // blocks, task % blocks, out_g)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for task in range(share_start(groups * blocks), share_stop(groups * blocks)):
+            transform_block(w, u, task // blocks, task % blocks, out_g)
+        join_threads(&team)
 
 
 cdef inline void input_row(const floating* r0, const floating* r1, const floating* r2,
@@ -522,28 +526,35 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, :, ::
         raise ValueError(f"T must be a positive multiple of {SPAN}, got {T}")
     chunks = (tiles + T - 1) // T
 
+    cdef Team team = new_team()
+
     # chunk by chunk, every group's: the last chunk, often short, comes last
-    for task in prange(chunks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
-        g = task % groups
-        first = (task // groups) * T
-        count = min(T, tiles - first)
-        t = threadid()
-        v = &work[t, 0]
-        mbuf = v + 16 * plane_size(Cg, S)
-        tmp = mbuf + 16 * plane_size(Kp, S)
-        transform_input(x, g * Cg, Cg, first, count, TH, TW, pad_top, pad_left, dilation, v,
-                        T, S)
-        for e in range(16):                        # M[e] = U[e] @ V[e], 4 x SPAN at a time
-            for span in range(T // SPAN):
-                for kb in range(Kp // BLOCK):
-                    multiply_block(&u[g, e, kb, 0, 0], v + e * plane_size(Cg, S) + span * SPAN,
-                                   Cg, S,
-                                   mbuf + e * plane_size(Kp, S) + kb * BLOCK * S + span * SPAN)
-            for k in range(Kp):                    # the 8 columns past T: read, not computed
-                memset(mbuf + e * plane_size(Kp, S) + k * S + T, 0, TILE * sizeof(floating))
-        if transform_output(mbuf, Kp, S, first, count, TH, TW, dilation, &bias[g * out_g], y,
-                            g * out_g, out_g, tmp, RW):
-            nonfinite[t] = 1
+    with nogil, parallel(num_threads=num_threads):
+        while True:
+            task = take_task(&team)
+            if task >= chunks * groups:
+                break
+            g = task % groups
+            first = (task // groups) * T
+            count = min(T, tiles - first)
+            t = threadid()
+            v = &work[t, 0]
+            mbuf = v + 16 * plane_size(Cg, S)
+            tmp = mbuf + 16 * plane_size(Kp, S)
+            transform_input(x, g * Cg, Cg, first, count, TH, TW, pad_top, pad_left, dilation, v,
+                            T, S)
+            for e in range(16):                        # M[e] = U[e] @ V[e], 4 x SPAN at a time
+                for span in range(T // SPAN):
+                    for kb in range(Kp // BLOCK):
+                        multiply_block(&u[g, e, kb, 0, 0], v + e * plane_size(Cg, S) + span * SPAN,
+                                       Cg, S,
+                                       mbuf + e * plane_size(Kp, S) + kb * BLOCK * S + span * SPAN)
+                for k in range(Kp):                    # the 8 columns past T: read, not computed
+                    memset(mbuf + e * plane_size(Kp, S) + k * S + T, 0, TILE * sizeof(floating))
+            if transform_output(mbuf, Kp, S, first, count, TH, TW, dilation, &bias[g * out_g], y,
+                                g * out_g, out_g, tmp, RW):
+                nonfinite[t] = 1
+        join_threads(&team)
 
 
 #: Tiles of one register tile of the products: tasks take whole multiples of it.

@@ -8,7 +8,9 @@ The arguments were checked in Python (cyconv.kernels.elementwise); nothing is ch
 
 from libc.math cimport sqrt
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel
+
+from ._threads cimport join_threads, new_team, share_start, share_stop, Team
 
 # elements per parallel task for the flat loops: large enough that scheduling is free
 cdef enum:
@@ -17,21 +19,25 @@ cdef enum:
 
 def relu_forward(const floating[::1] x, floating[::1] y, int num_threads):
     """y[i] = max(x[i], 0); a NaN stays NaN (as in PyTorch), so a diverging run shows."""
-    cdef Py_ssize_t n = x.shape[0], block, i, end
-    for block in prange(0, n, BLOCK, nogil=True, schedule="static", num_threads=num_threads):
-        end = min(block + BLOCK, n)
-        for i in range(block, end):
-            y[i] = 0 if x[i] <= 0 else x[i]
+    cdef Py_ssize_t n = x.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, i
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for b in range(share_start(blocks), share_stop(blocks)):
+            for i in range(b * BLOCK, min(b * BLOCK + BLOCK, n)):
+                y[i] = 0 if x[i] <= 0 else x[i]
+        join_threads(&team)
 
 
 def relu_backward(const floating[::1] grad_y, const floating[::1] y, floating[::1] grad_x,
                   int num_threads):
     """grad_x[i] = grad_y[i] where the output was positive, else 0 (d max(x, 0)/dx)."""
-    cdef Py_ssize_t n = y.shape[0], block, i, end
-    for block in prange(0, n, BLOCK, nogil=True, schedule="static", num_threads=num_threads):
-        end = min(block + BLOCK, n)
-        for i in range(block, end):
-            grad_x[i] = grad_y[i] if y[i] > 0 else 0
+    cdef Py_ssize_t n = y.shape[0], blocks = (n + BLOCK - 1) // BLOCK, b, i
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for b in range(share_start(blocks), share_stop(blocks)):
+            for i in range(b * BLOCK, min(b * BLOCK + BLOCK, n)):
+                grad_x[i] = grad_y[i] if y[i] > 0 else 0
+        join_threads(&team)
 
 
 cdef inline double row_sum(const floating* row, Py_ssize_t S, double shift) noexcept nogil:
@@ -101,25 +107,28 @@ def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
     cdef Py_ssize_t c, n, s
     cdef double m = N * S, total, squares, mu, scale, shift
 
-    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
-        total = 0
-        for n in range(N):
-            total = total + row_sum(&x[n, c, 0], S, 0)
-        mu = total / m
-        squares = 0
-        for n in range(N):
-            squares = squares + row_sum_squares(&x[n, c, 0], S, mu)
-        mean[c] = mu
-        var[c] = squares / m
-        scale = 1 / sqrt(var[c] + eps)                 # y = x * scale + shift
-        if affine:
-            scale = scale * weight[c]
-        shift = -mu * scale
-        if affine:
-            shift = shift + bias[c]
-        for n in range(N):
-            for s in range(S):
-                y[n, c, s] = <floating> (x[n, c, s] * scale + shift)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for c in range(share_start(C), share_stop(C)):
+            total = 0
+            for n in range(N):
+                total = total + row_sum(&x[n, c, 0], S, 0)
+            mu = total / m
+            squares = 0
+            for n in range(N):
+                squares = squares + row_sum_squares(&x[n, c, 0], S, mu)
+            mean[c] = mu
+            var[c] = squares / m
+            scale = 1 / sqrt(var[c] + eps)                 # y = x * scale + shift
+            if affine:
+                scale = scale * weight[c]
+            shift = -mu * scale
+            if affine:
+                shift = shift + bias[c]
+            for n in range(N):
+                for s in range(S):
+                    y[n, c, s] = <floating> (x[n, c, s] * scale + shift)
+        join_threads(&team)
 
 
 def batch_norm_backward(const floating[:, :, ::1] grad_y, const floating[:, :, ::1] x,
@@ -137,21 +146,24 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y, const floating[:, :, :
     cdef Py_ssize_t c, n, s
     cdef double m = N * S, sum_g, sum_gx, inv_std, k, x_hat
 
-    for c in prange(C, nogil=True, schedule="static", num_threads=num_threads):
-        inv_std = 1 / sqrt(var[c] + eps)
-        sum_g = 0
-        sum_gx = 0
-        for n in range(N):
-            sum_g = sum_g + row_sum(&grad_y[n, c, 0], S, 0)
-            sum_gx = sum_gx + row_dot(&grad_y[n, c, 0], &x[n, c, 0], S, mean[c])
-        sum_gx = sum_gx * inv_std
-        grad_bias[c] = sum_g
-        grad_weight[c] = sum_gx
-        if needs_grad_x:
-            k = inv_std / m
-            if affine:
-                k = k * weight[c]
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for c in range(share_start(C), share_stop(C)):
+            inv_std = 1 / sqrt(var[c] + eps)
+            sum_g = 0
+            sum_gx = 0
             for n in range(N):
-                for s in range(S):
-                    x_hat = (x[n, c, s] - mean[c]) * inv_std
-                    grad_x[n, c, s] = <floating> (k * (m * grad_y[n, c, s] - sum_g - x_hat * sum_gx))
+                sum_g = sum_g + row_sum(&grad_y[n, c, 0], S, 0)
+                sum_gx = sum_gx + row_dot(&grad_y[n, c, 0], &x[n, c, 0], S, mean[c])
+            sum_gx = sum_gx * inv_std
+            grad_bias[c] = sum_g
+            grad_weight[c] = sum_gx
+            if needs_grad_x:
+                k = inv_std / m
+                if affine:
+                    k = k * weight[c]
+                for n in range(N):
+                    for s in range(S):
+                        x_hat = (x[n, c, s] - mean[c]) * inv_std
+                        grad_x[n, c, s] = <floating> (k * (m * grad_y[n, c, s] - sum_g - x_hat * sum_gx))
+        join_threads(&team)

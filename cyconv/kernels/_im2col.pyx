@@ -28,10 +28,11 @@ import numpy as np
 
 from libc.string cimport memcpy, memset
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, threadid
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from ._common cimport inside_ranges
+from ._threads cimport join_threads, new_team, share_start, share_stop, take_task, Team
 
 
 cdef struct Conv:
@@ -100,6 +101,7 @@ cdef void image_to_columns(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssiz
     cols: a ((c1-c0)*kH*kW, (i1-i0)*W_out) matrix whose rows are ``ld`` entries apart.
     """
     cdef Py_ssize_t c, p, q, i, j, j_lo, j_hi, w0
+    cdef Py_ssize_t stride_w = cv.stride_w   # a local: the stores below might alias *cv
     cdef floating* out
     cdef const floating* x_row
     for c in range(c0, c1):
@@ -116,12 +118,12 @@ cdef void image_to_columns(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssiz
                     x_row = &x[n, c, i * cv.stride_h - cv.pad_top + p * cv.dilation_h, 0]
                     for j in range(j_lo):                     # left padding
                         out[j] = 0
-                    if cv.stride_w == 1:                      # contiguous: the compiler vectorises it
+                    if stride_w == 1:                         # contiguous: the compiler vectorises it
                         for j in range(j_lo, j_hi):
                             out[j] = x_row[j + w0]
                     else:
                         for j in range(j_lo, j_hi):
-                            out[j] = x_row[j * cv.stride_w + w0]
+                            out[j] = x_row[j * stride_w + w0]
                     for j in range(j_hi, cv.W_out):           # right padding
                         out[j] = 0
 
@@ -132,22 +134,29 @@ cdef void columns_to_image(const floating* cols, Py_ssize_t ld, floating[:, :, :
 
     cols: a ((c1-c0)*kH*kW, H_out*W_out) matrix whose rows are ``ld`` entries apart.
     """
-    cdef Py_ssize_t c, p, q, i, j, w0
+    cdef Py_ssize_t c, p, q, i, j, j_lo, j_hi, w0
+    cdef Py_ssize_t stride_w = cv.stride_w   # a local: the stores below might alias *cv
     cdef const floating* col
     cdef floating* gx_row
     for c in range(c0, c1):
         for p in range(cv.kH):
             for q in range(cv.kW):
                 w0 = q * cv.dilation_w - cv.pad_left
+                j_lo = cv.col_lo[q]
+                j_hi = cv.col_hi[q]
                 for i in range(cv.row_lo[p], cv.row_hi[p]):
                     col = cols + (((c - c0) * cv.kH + p) * cv.kW + q) * ld + i * cv.W_out
-                    gx_row = &grad_x[n, c, i * cv.stride_h - cv.pad_top + p * cv.dilation_h, 0]
-                    if cv.stride_w == 1:  # contiguous, so the compiler vectorises it
-                        for j in range(cv.col_lo[q], cv.col_hi[q]):
-                            gx_row[j + w0] += col[j]
+                    # the cells under output columns j_lo .. j_hi-1, stride_w apart
+                    gx_row = (&grad_x[n, c, i * cv.stride_h - cv.pad_top + p * cv.dilation_h, 0]
+                              + j_lo * stride_w + w0)
+                    col = col + j_lo
+                    if stride_w == 1:  # contiguous, so the compiler vectorises it
+                        for j in range(j_hi - j_lo):
+                            gx_row[j] += col[j]
                     else:
-                        for j in range(cv.col_lo[q], cv.col_hi[q]):
-                            gx_row[j * cv.stride_w + w0] += col[j]
+                        for j in range(j_hi - j_lo):
+                            gx_row[0] += col[j]
+                            gx_row += stride_w
 
 
 cdef Conv make_conv(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C_out, Py_ssize_t H_out,
@@ -194,35 +203,39 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w_matr
     cdef floating* cols
     cdef floating* prod
     cdef floating* y_row
-
-    for task in prange(block_count(N, images, band, H_out), nogil=True, schedule="dynamic",
-                       num_threads=num_threads):
-        b = block_of(task, N, images, band, H_out)
-        t = threadid()
-        rows = (b.i1 - b.i0) * W_out       # output positions per image in this block
-        width = b.count * rows
-        cols = &columns[t, 0]
-        for m in range(b.count):
-            image_to_columns(x, b.n0 + m, 0, C, b.i0, b.i1, cols + m * rows, width, &cv)
-        if b.count == 1:
-            for g in range(groups):  # y[n, group g, band] = W[group g] @ cols[group g]
-                gemm(False, False, out_g, width, K, &w_matrix[g * out_g, 0], K,
-                     cols + g * K * width, width, 0, &y[b.n0, g * out_g, b.i0 * W_out], L)
-            if has_bias:
-                for co in range(C_out):
-                    y_row = &y[b.n0, co, b.i0 * W_out]
-                    for l in range(width):
-                        y_row[l] += bias[co]
-        else:
-            prod = &product[t, 0]
-            for g in range(groups):  # prod[group g] = W[group g] @ cols[group g]
-                gemm(False, False, out_g, width, K, &w_matrix[g * out_g, 0], K,
-                     cols + g * K * width, width, 0, prod + g * out_g * width, width)
-            for m in range(b.count):  # y[n0 + m, co, :] = prod[co, m*L : (m+1)*L] (+ bias)
-                for co in range(C_out):
-                    y_row = &y[b.n0 + m, co, 0]
-                    for l in range(L):
-                        y_row[l] = prod[co * width + m * L + l] + (bias[co] if has_bias else 0)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        while True:
+            task = take_task(&team)
+            if task >= block_count(N, images, band, H_out):
+                break
+            b = block_of(task, N, images, band, H_out)
+            t = threadid()
+            rows = (b.i1 - b.i0) * W_out       # output positions per image in this block
+            width = b.count * rows
+            cols = &columns[t, 0]
+            for m in range(b.count):
+                image_to_columns(x, b.n0 + m, 0, C, b.i0, b.i1, cols + m * rows, width, &cv)
+            if b.count == 1:
+                for g in range(groups):  # y[n, group g, band] = W[group g] @ cols[group g]
+                    gemm(False, False, out_g, width, K, &w_matrix[g * out_g, 0], K,
+                         cols + g * K * width, width, 0, &y[b.n0, g * out_g, b.i0 * W_out], L)
+                if has_bias:
+                    for co in range(C_out):
+                        y_row = &y[b.n0, co, b.i0 * W_out]
+                        for l in range(width):
+                            y_row[l] += bias[co]
+            else:
+                prod = &product[t, 0]
+                for g in range(groups):  # prod[group g] = W[group g] @ cols[group g]
+                    gemm(False, False, out_g, width, K, &w_matrix[g * out_g, 0], K,
+                         cols + g * K * width, width, 0, prod + g * out_g * width, width)
+                for m in range(b.count):  # y[n0 + m, co, :] = prod[co, m*L : (m+1)*L] (+ bias)
+                    for co in range(C_out):
+                        y_row = &y[b.n0 + m, co, 0]
+                        for l in range(L):
+                            y_row[l] = prod[co * width + m * L + l] + (bias[co] if has_bias else 0)
+        join_threads(&team)
 
 
 cdef void gather_gradient(const floating[:, :, ::1] grad_y, Block b, Py_ssize_t c0, Py_ssize_t c1,
@@ -261,22 +274,27 @@ def conv2d_grad_input(const floating[:, :, ::1] grad_y, const floating[:, ::1] w
     cdef Block b
     cdef floating* grad_cols
     cdef const floating* gy
-
-    for task in prange(blocks * groups, nogil=True, schedule="dynamic", num_threads=num_threads):
-        b = block_of(task // groups, N, images, H_out, H_out)
-        g = task % groups
-        t = threadid()
-        width = b.count * L
-        grad_cols = &columns[t, 0]
-        if b.count == 1:
-            gy = &grad_y[b.n0, g * out_g, 0]
-        else:
-            gather_gradient(grad_y, b, g * out_g, (g + 1) * out_g, W_out, &gathered[t, 0])
-            gy = &gathered[t, 0]
-        # grad_cols (K, width) = W[group g]^T @ grad_y[block, group g]
-        gemm(True, False, K, width, out_g, &w_matrix[g * out_g, 0], K, gy, width, 0, grad_cols, width)
-        for m in range(b.count):
-            columns_to_image(grad_cols + m * L, width, grad_x, b.n0 + m, g * Cg, (g + 1) * Cg, &cv)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        while True:
+            task = take_task(&team)
+            if task >= blocks * groups:
+                break
+            b = block_of(task // groups, N, images, H_out, H_out)
+            g = task % groups
+            t = threadid()
+            width = b.count * L
+            grad_cols = &columns[t, 0]
+            if b.count == 1:
+                gy = &grad_y[b.n0, g * out_g, 0]
+            else:
+                gather_gradient(grad_y, b, g * out_g, (g + 1) * out_g, W_out, &gathered[t, 0])
+                gy = &gathered[t, 0]
+            # grad_cols (K, width) = W[group g]^T @ grad_y[block, group g]
+            gemm(True, False, K, width, out_g, &w_matrix[g * out_g, 0], K, gy, width, 0, grad_cols, width)
+            for m in range(b.count):
+                columns_to_image(grad_cols + m * L, width, grad_x, b.n0 + m, g * Cg, (g + 1) * Cg, &cv)
+        join_threads(&team)
 
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, ::1] grad_y,
@@ -304,23 +322,25 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
 
     # static: every run hands the same blocks to the same thread, so the partial sums (and
     # the rounding of the gradient) are the same from run to run
-    for task in prange(block_count(N, images, band, H_out), nogil=True, schedule="static",
-                       num_threads=num_threads):
-        b = block_of(task, N, images, band, H_out)
-        t = threadid()
-        rows = (b.i1 - b.i0) * W_out
-        width = b.count * rows
-        cols = &columns[t, 0]
-        for m in range(b.count):
-            image_to_columns(x, b.n0 + m, 0, C, b.i0, b.i1, cols + m * rows, width, &cv)
-        if b.count == 1:
-            gy = &grad_y[b.n0, 0, b.i0 * W_out]
-            ldb = L
-        else:
-            gather_gradient(grad_y, b, 0, C_out, W_out, &gathered[t, 0])
-            gy = &gathered[t, 0]
-            ldb = width
-        for g in range(groups):
-            # partial[t, group g] += grad_y[block, group g] @ cols[group g]^T
-            gemm(False, True, out_g, K, width, gy + g * out_g * ldb, ldb,
-                 cols + g * K * width, width, 1, &partial[t, g * out_g, 0], K)
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for task in range(share_start(block_count(N, images, band, H_out)), share_stop(block_count(N, images, band, H_out))):
+            b = block_of(task, N, images, band, H_out)
+            t = threadid()
+            rows = (b.i1 - b.i0) * W_out
+            width = b.count * rows
+            cols = &columns[t, 0]
+            for m in range(b.count):
+                image_to_columns(x, b.n0 + m, 0, C, b.i0, b.i1, cols + m * rows, width, &cv)
+            if b.count == 1:
+                gy = &grad_y[b.n0, 0, b.i0 * W_out]
+                ldb = L
+            else:
+                gather_gradient(grad_y, b, 0, C_out, W_out, &gathered[t, 0])
+                gy = &gathered[t, 0]
+                ldb = width
+            for g in range(groups):
+                # partial[t, group g] += grad_y[block, group g] @ cols[group g]^T
+                gemm(False, True, out_g, K, width, gy + g * out_g * ldb, ldb,
+                     cols + g * K * width, width, 1, &partial[t, g * out_g, 0], K)
+        join_threads(&team)

@@ -2,13 +2,17 @@
 """Which build is this, and how many OpenMP threads can it use?
 
 The OpenMP calls are wrapped so that the module also compiles without OpenMP (the serial
-fallback build): there ``prange`` runs serially and these functions report one thread.
+fallback build): there the parallel loops run serially and these functions report one
+thread.
 It also holds the probe of the machine's multiply-add peak (``multiply_adds``), against
-which the benchmarks measure the convolutions' inner loops.
+which the benchmarks measure the convolutions' inner loops, and ``task_owners``, which shows
+the tests how the kernels share their tasks between threads.
 """
 
 import numpy as np
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
+
+from ._threads cimport join_threads, new_team, share_start, share_stop, take_task, Team
 
 cdef extern from *:
     """
@@ -90,3 +94,30 @@ def multiply_adds(long steps, int threads, float a=1.0, float b=0.5):
     for t in prange(threads, nogil=True, num_threads=threads, schedule="static", chunksize=1):
         totals[t] = cyconv_multiply_adds(steps, a, b)
     return float(np.sum(totals))
+
+
+# --- how the kernels share their tasks (_threads.pxd), for the tests ------------------------
+
+def task_owners(Py_ssize_t tasks, int threads, bint dynamic):
+    """Run ``tasks`` empty tasks on ``threads`` threads the way the kernels do (take_task if
+    ``dynamic``, else share_start/share_stop; then join_threads). Returns an int8 matrix
+    (threads, tasks) with a 1 where that thread ran that task: a column summing to anything
+    but 1 would be a task lost or run twice."""
+    if tasks < 0 or threads < 1:
+        raise ValueError(f"tasks must be >= 0 and threads >= 1, got {tasks} and {threads}")
+    ran = np.zeros((threads, tasks), np.int8)
+    cdef signed char[:, ::1] ran_view = ran
+    cdef Py_ssize_t task
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=threads):
+        if dynamic:
+            while True:
+                task = take_task(&team)
+                if task >= tasks:
+                    break
+                ran_view[threadid(), task] += 1
+        else:
+            for task in range(share_start(tasks), share_stop(tasks)):
+                ran_view[threadid(), task] += 1
+        join_threads(&team)
+    return ran

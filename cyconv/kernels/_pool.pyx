@@ -29,9 +29,10 @@ import numpy as np
 from libc.math cimport INFINITY
 from libc.string cimport memset
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, threadid
 
 from ._common cimport inside_ranges
+from ._threads cimport join_threads, new_team, share_start, share_stop, Team
 
 
 cdef inline bint tiles_2x2(Py_ssize_t kH, Py_ssize_t kW, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -66,21 +67,24 @@ cdef void max_pool_2x2(const floating[:, :, ::1] x, floating[:, :, ::1] y, long 
     cdef floating* y_row
     cdef long long* at_row
 
-    for s in prange(S, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            top = &x[s, 2 * i, 0]
-            bottom = top + W
-            top_at = 2 * i * W              # h * W + w of top[0]
-            y_row = &y[s, i, 0]
-            at_row = &argmax[s, i, 0]
-            for j in range(W_out):
-                best = top[2 * j]
-                best_at = top_at + 2 * j
-                keep_max(top[2 * j + 1], top_at + 2 * j + 1, &best, &best_at)
-                keep_max(bottom[2 * j], top_at + W + 2 * j, &best, &best_at)
-                keep_max(bottom[2 * j + 1], top_at + W + 2 * j + 1, &best, &best_at)
-                y_row[j] = best
-                at_row[j] = best_at
+    cdef Team team = new_team()
+    with parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                top = &x[s, 2 * i, 0]
+                bottom = top + W
+                top_at = 2 * i * W              # h * W + w of top[0]
+                y_row = &y[s, i, 0]
+                at_row = &argmax[s, i, 0]
+                for j in range(W_out):
+                    best = top[2 * j]
+                    best_at = top_at + 2 * j
+                    keep_max(top[2 * j + 1], top_at + 2 * j + 1, &best, &best_at)
+                    keep_max(bottom[2 * j], top_at + W + 2 * j, &best, &best_at)
+                    keep_max(bottom[2 * j + 1], top_at + W + 2 * j + 1, &best, &best_at)
+                    y_row[j] = best
+                    at_row[j] = best_at
+        join_threads(&team)
 
 
 def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long long[:, :, ::1] argmax,
@@ -112,26 +116,29 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long 
         return
     inside_ranges(row_lo, row_hi, dilation_h, pad_h, stride_h, H, H_out)
     inside_ranges(col_lo, col_hi, dilation_w, pad_w, stride_w, W, W_out)
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            y_row = &y[s, i, 0]
-            at_row = &argmax[s, i, 0]
-            for j in range(W_out):
-                y_row[j] = -INFINITY
-                at_row[j] = -1
-            for p in range(kH):
-                if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
-                    continue
-                h = i * stride_h - pad_h + p * dilation_h
-                x_row = &x[s, h, 0]
-                for q in range(kW):
-                    w0 = q * dilation_w - pad_w     # the window of j reads column j*stride_w + w0
-                    for j in range(col_lo[q], col_hi[q]):
-                        value = x_row[j * stride_w + w0]
-                        # the window's first cell, a larger value or a NaN takes the place
-                        take = (at_row[j] < 0) | (value > y_row[j]) | (value != value)
-                        y_row[j] = value if take else y_row[j]
-                        at_row[j] = h * W + j * stride_w + w0 if take else at_row[j]
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                y_row = &y[s, i, 0]
+                at_row = &argmax[s, i, 0]
+                for j in range(W_out):
+                    y_row[j] = -INFINITY
+                    at_row[j] = -1
+                for p in range(kH):
+                    if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
+                        continue
+                    h = i * stride_h - pad_h + p * dilation_h
+                    x_row = &x[s, h, 0]
+                    for q in range(kW):
+                        w0 = q * dilation_w - pad_w     # the window of j reads column j*stride_w + w0
+                        for j in range(col_lo[q], col_hi[q]):
+                            value = x_row[j * stride_w + w0]
+                            # the window's first cell, a larger value or a NaN takes the place
+                            take = (at_row[j] < 0) | (value > y_row[j]) | (value != value)
+                            y_row[j] = value if take else y_row[j]
+                            at_row[j] = h * W + j * stride_w + w0 if take else at_row[j]
+        join_threads(&team)
 
 
 def max_pool2d_backward(const floating[:, :, ::1] grad_y, const long long[:, :, ::1] argmax,
@@ -154,20 +161,23 @@ def max_pool2d_backward(const floating[:, :, ::1] grad_y, const long long[:, :, 
     cdef long long[::1] lows = np.full(8 * max(num_threads, 1), np.iinfo(np.int64).max, np.int64)
     cdef long long[::1] highs = np.full(8 * max(num_threads, 1), np.iinfo(np.int64).min, np.int64)
 
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        t = 8 * threadid()
-        low = lows[t]
-        high = highs[t]
-        memset(&grad_x[s, 0], 0, HW * sizeof(floating))
-        for i in range(H_out):
-            for j in range(W_out):
-                at = argmax[s, i, j]
-                low = min(low, at)
-                high = max(high, at)
-                if 0 <= at < HW:
-                    grad_x[s, at] += grad_y[s, i, j]
-        lows[t] = low
-        highs[t] = high
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            t = 8 * threadid()
+            low = lows[t]
+            high = highs[t]
+            memset(&grad_x[s, 0], 0, HW * sizeof(floating))
+            for i in range(H_out):
+                for j in range(W_out):
+                    at = argmax[s, i, j]
+                    low = min(low, at)
+                    high = max(high, at)
+                    if 0 <= at < HW:
+                        grad_x[s, at] += grad_y[s, i, j]
+            lows[t] = low
+            highs[t] = high
+        join_threads(&team)
     return int(np.min(lows)), int(np.max(highs))
 
 
@@ -204,15 +214,18 @@ cdef void avg_pool_2x2(const floating[:, :, ::1] x, floating[:, :, ::1] y, int n
     cdef const floating* bottom
     cdef floating* y_row
 
-    for s in prange(S, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            top = &x[s, 2 * i, 0]
-            bottom = top + W
-            y_row = &y[s, i, 0]
-            for j in range(W_out):
-                total = 0
-                total = total + top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1]
-                y_row[j] = total / <floating> 4
+    cdef Team team = new_team()
+    with parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                top = &x[s, 2 * i, 0]
+                bottom = top + W
+                y_row = &y[s, i, 0]
+                for j in range(W_out):
+                    total = 0
+                    total = total + top[2 * j] + top[2 * j + 1] + bottom[2 * j] + bottom[2 * j + 1]
+                    y_row[j] = total / <floating> 4
+        join_threads(&team)
 
 
 cdef void avg_pool_2x2_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
@@ -231,18 +244,21 @@ cdef void avg_pool_2x2_backward(const floating[:, :, ::1] grad_y, floating[:, :,
     cdef floating* top
     cdef floating* bottom
 
-    for s in prange(S, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            gy_row = &grad_y[s, i, 0]
-            top = &grad_x[s, 2 * i, 0]
-            bottom = top + W
-            for j in range(W_out):
-                share = 0
-                share = share + gy_row[j] / <floating> 4
-                top[2 * j] = share
-                top[2 * j + 1] = share
-                bottom[2 * j] = share
-                bottom[2 * j + 1] = share
+    cdef Team team = new_team()
+    with parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                gy_row = &grad_y[s, i, 0]
+                top = &grad_x[s, 2 * i, 0]
+                bottom = top + W
+                for j in range(W_out):
+                    share = 0
+                    share = share + gy_row[j] / <floating> 4
+                    top[2 * j] = share
+                    top[2 * j + 1] = share
+                    bottom[2 * j] = share
+                    bottom[2 * j + 1] = share
+        join_threads(&team)
 
 
 def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
@@ -267,21 +283,24 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     inside_ranges(col_lo, col_hi, 1, pad_w, stride_w, W, W_out)
     avg_divisor_factors(count_h, kH, stride_h, pad_h, H, count_include_pad)
     avg_divisor_factors(count_w, kW, stride_w, pad_w, W, count_include_pad)
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            y_row = &y[s, i, 0]
-            for j in range(W_out):
-                y_row[j] = 0
-            for p in range(kH):
-                if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
-                    continue
-                x_row = &x[s, i * stride_h - pad_h + p, 0]
-                for q in range(kW):
-                    w0 = q - pad_w
-                    for j in range(col_lo[q], col_hi[q]):   # y[s, i, j] += x[s, h, j*stride_w + w0]
-                        y_row[j] += x_row[j * stride_w + w0]
-            for j in range(W_out):
-                y_row[j] = y_row[j] / (count_h[i] * count_w[j])
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                y_row = &y[s, i, 0]
+                for j in range(W_out):
+                    y_row[j] = 0
+                for p in range(kH):
+                    if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
+                        continue
+                    x_row = &x[s, i * stride_h - pad_h + p, 0]
+                    for q in range(kW):
+                        w0 = q - pad_w
+                        for j in range(col_lo[q], col_hi[q]):   # y[s, i, j] += x[s, h, j*stride_w + w0]
+                            y_row[j] += x_row[j * stride_w + w0]
+                for j in range(W_out):
+                    y_row[j] = y_row[j] / (count_h[i] * count_w[j])
+        join_threads(&team)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
@@ -326,25 +345,28 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] gr
     inside_ranges(col_lo, col_hi, 1, pad_w, stride_w, W, W_out)
     avg_divisor_factors(count_h, kH, stride_h, pad_h, H, count_include_pad)
     avg_divisor_factors(count_w, kW, stride_w, pad_w, W, count_include_pad)
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        memset(&grad_x[s, 0, 0], 0, H * W * sizeof(floating))
-        share = &rows[threadid(), 0]
-        spread = share + W_out
-        for i in range(H_out):
-            gy_row = &grad_y[s, i, 0]
-            for j in range(W_out):      # the share of every cell of window (i, j)
-                share[j] = gy_row[j] / (count_h[i] * count_w[j])
-            memset(spread, 0, W * sizeof(floating))
-            for q in range(kW - 1, -1, -1):         # right to left: see the docstring
-                w0 = q - pad_w
-                for j in range(col_lo[q], col_hi[q]):   # spread[j*stride_w + w0] += share[j]
-                    spread[j * stride_w + w0] += share[j]
-            for p in range(kH):
-                if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
-                    continue
-                gx_row = &grad_x[s, i * stride_h - pad_h + p, 0]
-                for w in range(W):                      # grad_x[s, h, :] += spread
-                    gx_row[w] += spread[w]
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            memset(&grad_x[s, 0, 0], 0, H * W * sizeof(floating))
+            share = &rows[threadid(), 0]
+            spread = share + W_out
+            for i in range(H_out):
+                gy_row = &grad_y[s, i, 0]
+                for j in range(W_out):      # the share of every cell of window (i, j)
+                    share[j] = gy_row[j] / (count_h[i] * count_w[j])
+                memset(spread, 0, W * sizeof(floating))
+                for q in range(kW - 1, -1, -1):         # right to left: see the docstring
+                    w0 = q - pad_w
+                    for j in range(col_lo[q], col_hi[q]):   # spread[j*stride_w + w0] += share[j]
+                        spread[j * stride_w + w0] += share[j]
+                for p in range(kH):
+                    if i < row_lo[p] or i >= row_hi[p]:     # row p of the window is padding
+                        continue
+                    gx_row = &grad_x[s, i * stride_h - pad_h + p, 0]
+                    for w in range(W):                      # grad_x[s, h, :] += spread
+                        gx_row[w] += spread[w]
+        join_threads(&team)
 
 
 cdef inline Py_ssize_t window_start(Py_ssize_t o, Py_ssize_t in_size, Py_ssize_t out_size) noexcept nogil:
@@ -364,18 +386,21 @@ def adaptive_avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1]
     cdef Py_ssize_t s, i, j, h, w, h_lo, h_hi, w_lo, w_hi
     cdef floating total
 
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            h_lo = window_start(i, H, H_out)
-            h_hi = window_stop(i, H, H_out)
-            for j in range(W_out):
-                w_lo = window_start(j, W, W_out)
-                w_hi = window_stop(j, W, W_out)
-                total = 0
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        total = total + x[s, h, w]
-                y[s, i, j] = total / <floating> ((h_hi - h_lo) * (w_hi - w_lo))
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                h_lo = window_start(i, H, H_out)
+                h_hi = window_stop(i, H, H_out)
+                for j in range(W_out):
+                    w_lo = window_start(j, W, W_out)
+                    w_hi = window_stop(j, W, W_out)
+                    total = 0
+                    for h in range(h_lo, h_hi):
+                        for w in range(w_lo, w_hi):
+                            total = total + x[s, h, w]
+                    y[s, i, j] = total / <floating> ((h_hi - h_lo) * (w_hi - w_lo))
+        join_threads(&team)
 
 
 def adaptive_avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
@@ -389,14 +414,17 @@ def adaptive_avg_pool2d_backward(const floating[:, :, ::1] grad_y, floating[:, :
     cdef Py_ssize_t s, i, j, h, w, h_lo, h_hi, w_lo, w_hi
     cdef floating share
 
-    for s in prange(S, nogil=True, schedule="static", num_threads=num_threads):
-        for i in range(H_out):
-            h_lo = window_start(i, H, H_out)
-            h_hi = window_stop(i, H, H_out)
-            for j in range(W_out):
-                w_lo = window_start(j, W, W_out)
-                w_hi = window_stop(j, W, W_out)
-                share = grad_y[s, i, j] / <floating> ((h_hi - h_lo) * (w_hi - w_lo))
-                for h in range(h_lo, h_hi):
-                    for w in range(w_lo, w_hi):
-                        grad_x[s, h, w] += share
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for s in range(share_start(S), share_stop(S)):
+            for i in range(H_out):
+                h_lo = window_start(i, H, H_out)
+                h_hi = window_stop(i, H, H_out)
+                for j in range(W_out):
+                    w_lo = window_start(j, W, W_out)
+                    w_hi = window_stop(j, W, W_out)
+                    share = grad_y[s, i, j] / <floating> ((h_hi - h_lo) * (w_hi - w_lo))
+                    for h in range(h_lo, h_hi):
+                        for w in range(w_lo, w_hi):
+                            grad_x[s, h, w] += share
+        join_threads(&team)

@@ -1,6 +1,7 @@
 """How many threads the kernels use.
 
-The Cython kernels run their ``prange`` loops on ``get_num_threads()`` OpenMP threads.
+The Cython kernels run their parallel loops (``prange``, or the task sharing of
+``_threads.pxd``) on ``get_num_threads()`` OpenMP threads.
 NumPy's BLAS (used by the references and by the matrix products of the layers above) has
 its own thread pool; ``set_num_threads`` sets it too, so that "2 threads" means 2 threads
 everywhere.
