@@ -624,27 +624,47 @@ def run_scaling(repeats: int = 7, names=None, dtype=np.float32, threads: int = 2
                 progress=print) -> str:
     """cyconv on 1 thread against ``threads`` threads, interleaved; returns a markdown table,
     preceded by the same speed-up of the machine's multiply-add peak (multiply_add_peak):
-    on a machine whose cores slow down when all of them work, no loop gains more."""
+    on a machine whose cores slow down when all of them work, no loop gains more.
+
+    The last column is that probe again, timed within each case's samples (a run of
+    multiply_adds on 1 thread and on ``threads``, interleaved with the kernel's): on a
+    shared machine whose other tenants take a core for seconds at a time, it shows which
+    readings they spoiled."""
     cases = build_cases(names, dtype, None)
     peaks = {n: multiply_add_peak(n) for n in (1, threads)}
     lines = [f"multiply-add peak: 1 thread {peaks[1]:.1f} GFLOP/s, {threads} threads "
              f"{peaks[threads]:.1f} GFLOP/s: {peaks[threads] / peaks[1]:.2f}x", "",
-             f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up |",
-             "|---|---|---|---|---|"]
+             f"| shape | pass | 1 thread ms | {threads} threads ms | speed-up | probe speed-up |",
+             "|---|---|---|---|---|---|"]
     if progress:
         progress(lines[0])
     settle_allocator()
     for case in cases:
         run = case.runs["cyconv"]
-        pair = Case(case.name, case.step, case.flops, {"1": run, "n": run})
-        medians = measure(pair, repeats, setups={"1": lambda: kernels.set_num_threads(1),
-                                                 "n": lambda: kernels.set_num_threads(threads)})
+        pair = Case(case.name, case.step, case.flops,
+                    {"1": run, "n": run, "probe 1": _probe, "probe n": _probe})
+        one, many = (lambda: kernels.set_num_threads(1)), (lambda: kernels.set_num_threads(threads))
+        medians = measure(pair, repeats, setups={"1": one, "n": many, "probe 1": one,
+                                                 "probe n": many})
         line = (f"| {case.name} | {case.step} | {medians['1'] * 1e3:.3f} | {medians['n'] * 1e3:.3f} "
-                f"| {medians['1'] / medians['n']:.2f}x |")
+                f"| {medians['1'] / medians['n']:.2f}x "
+                f"| {threads * medians['probe 1'] / medians['probe n']:.2f}x |")
         lines.append(line)
         if progress:
             progress("  " + line)
     return "\n".join(lines)
+
+
+#: multiply_adds steps of one probe call (_probe): about 2 ms on one thread here, so that
+#: the start of a parallel region (tens of microseconds) hardly counts
+PROBE_STEPS = 500_000
+
+
+def _probe():
+    """A short run of the multiply-add probe on get_num_threads() threads, each thread doing
+    PROBE_STEPS steps: the same work for every thread, so it takes as long on n threads as
+    on 1 unless the cores slow down when they all work, or are taken away."""
+    _parallel.multiply_adds(PROBE_STEPS, kernels.get_num_threads())
 
 
 def _positive_int(text: str) -> int:

@@ -160,7 +160,8 @@ def test_comparisons_settle_the_allocator_before_timing_any_case(monkeypatch):
     table = benchmark.run_scaling(1, ["max2x2_32"], progress=None).splitlines()
     assert events == ["settle", "measure", "measure"]
     assert table[0].startswith("multiply-add peak: 1 thread ") and " 2 threads " in table[0]
-    assert table[2] == "| shape | pass | 1 thread ms | 2 threads ms | speed-up |"
+    assert table[2] == "| shape | pass | 1 thread ms | 2 threads ms | speed-up | probe speed-up |"
+    assert len(table) == 6 and all(row.count("|") == 7 for row in table[2:])
 
 
 def test_settle_allocator_frees_what_it_allocates():
