@@ -225,3 +225,44 @@ def test_ceiling_note_leaves_out_pooling_and_winograd():
         "\n\nnote: 1 case(s) ran faster than the measured sgemm ceiling (a forward): the "
         "ceiling's measurement was probably slowed by other load; run again")
     assert benchmark._ceiling_note(rows, 5.0, "sgemm") == ""
+
+
+def test_ab_builds_times_two_copies_of_the_kernels(tmp_path):
+    """bench/ab_builds.py (two builds of the kernels timed against each other in one
+    process) on two copies of the build under test: every case gets both times and a
+    ratio near 1."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from cyconv import kernels
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "ab_builds.py"
+    spec = importlib.util.spec_from_file_location("bench_ab_builds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = Path(kernels.__file__).resolve().parent
+    for copy in ("a", "b"):                  # one .so can be loaded once: two copies
+        (tmp_path / copy).mkdir()
+        for name in module.KERNEL_MODULES:
+            for so in built.glob(name + ".*"):
+                if so.suffix in (".so", ".pyd"):
+                    shutil.copy(so, tmp_path / copy / so.name)
+    originals = {name: getattr(getattr(kernels, wrapper), name)
+                 for name, wrapper in module.KERNEL_MODULES.items()}
+    try:
+        a, b = module.load_build(str(tmp_path / "a")), module.load_build(str(tmp_path / "b"))
+        assert a["_pool"] is not originals["_pool"] and a["_pool"] is not b["_pool"]
+        lines = []
+        rows = module.compare(a, b, ["max2x2_32"], rounds=3, min_time=0.001,
+                              progress=lines.append)
+    finally:
+        for name, wrapper in module.KERNEL_MODULES.items():
+            setattr(getattr(kernels, wrapper), name, originals[name])
+    assert [(row[0], row[1]) for row in rows] == [("max2x2_32", "forward"),
+                                                  ("max2x2_32", "backward")]
+    for row in rows:
+        assert row[2] > 0 and row[3] > 0 and 0.2 < row[4] < 5
+    assert lines[0].startswith("| max2x2_32 | forward | ")
+    with pytest.raises(FileNotFoundError, match="is .* a built cyconv/kernels"):
+        module.load_build(str(tmp_path))
