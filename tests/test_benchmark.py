@@ -248,17 +248,20 @@ def test_ab_builds_times_two_copies_of_the_kernels(tmp_path):
             for so in built.glob(name + ".*"):
                 if so.suffix in (".so", ".pyd"):
                     shutil.copy(so, tmp_path / copy / so.name)
-    originals = {name: getattr(getattr(kernels, wrapper), name)
-                 for name, wrapper in module.KERNEL_MODULES.items()}
+    originals = {(name, wrapper): getattr(getattr(kernels, wrapper), name)
+                 for name, wrappers in module.KERNEL_MODULES.items() for wrapper in wrappers}
     try:
         a, b = module.load_build(str(tmp_path / "a")), module.load_build(str(tmp_path / "b"))
-        assert a["_pool"] is not originals["_pool"] and a["_pool"] is not b["_pool"]
+        assert a["_pool"] is not originals[("_pool", "pool")] and a["_pool"] is not b["_pool"]
+        module.use_build(a)                  # every wrapper now calls build a's kernels
+        for (name, wrapper) in originals:
+            assert getattr(getattr(kernels, wrapper), name) is a[name]
         lines = []
         rows = module.compare(a, b, ["max2x2_32"], rounds=3, min_time=0.001,
                               progress=lines.append)
     finally:
-        for name, wrapper in module.KERNEL_MODULES.items():
-            setattr(getattr(kernels, wrapper), name, originals[name])
+        for (name, wrapper), original in originals.items():
+            setattr(getattr(kernels, wrapper), name, original)
     assert [(row[0], row[1]) for row in rows] == [("max2x2_32", "forward"),
                                                   ("max2x2_32", "backward")]
     for row in rows:

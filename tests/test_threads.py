@@ -19,6 +19,18 @@ N, C, H, W = 4, 8, 16, 16
 THREAD_COUNTS = (1, 2, 3)          # 3: shares of unequal size on a 2-core machine
 
 
+@pytest.fixture(autouse=True)
+def every_loop_on_all_threads(monkeypatch):
+    """The small arrays here would run on one thread (threads_for): make every loop use
+    all the threads it is given, so that the tests see the threads share the work."""
+    from cyconv.kernels import conv, elementwise, pool
+
+    for module, name in ((elementwise, "RELU_ITEMS_PER_THREAD"),
+                         (elementwise, "BATCH_NORM_ITEMS_PER_THREAD"),
+                         (pool, "POOL_ITEMS_PER_THREAD"), (conv, "BIAS_GRAD_ITEMS_PER_THREAD")):
+        monkeypatch.setattr(module, name, 1)
+
+
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(12)
@@ -137,6 +149,62 @@ def test_adaptive_avg_pool_with_1_and_2_threads(data, output_size, restore_threa
     check_threads(K.adaptive_avg_pool2d_grad_input, R.adaptive_avg_pool2d_grad_input, (gy, x.shape))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_winograd_with_1_2_and_3_threads(dtype, restore_threads):
+    """Winograd's chunks of tiles go to whichever thread is free: the same bits anyway."""
+    rng = np.random.default_rng(7)
+    tol = 1e-9 if dtype == np.float64 else 1e-3
+    x, gy = (rng.standard_normal((3, 16, 12, 12)).astype(dtype) for _ in range(2))
+    w, b = rng.standard_normal((16, 16, 3, 3)).astype(dtype), rng.standard_normal(16).astype(dtype)
+    for dilation in (1, 2):
+        hyper = dict(padding=dilation, dilation=dilation, algorithm="winograd")
+        check_threads(K.conv2d, R.conv2d, (x, w, b), hyper, tol=tol)
+        check_threads(K.conv2d_grad_input, R.conv2d_grad_input, (gy, w, x.shape), hyper, tol=tol)
+
+
+def test_forward_over_channels_with_1_2_and_3_threads(restore_threads):
+    """The blocked forward pass in tiles over output channels (28 and 14 positions)."""
+    from cyconv.kernels import conv
+
+    rng = np.random.default_rng(8)
+    for out_g, width in ((16, 28), (32, 14)):
+        assert conv.forward_channel_tile(out_g, width, np.float32) is not None   # the path
+        x = rng.standard_normal((3, 2 * out_g, 5, width)).astype(np.float32)
+        w = rng.standard_normal((2 * out_g, out_g, 3, 3)).astype(np.float32)
+        check_threads(K.conv2d, R.conv2d, (x, w), dict(padding=1, groups=2, algorithm="blocked"),
+                      tol=2e-4)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_weight_gradients_same_bits_run_to_run(data, threads, restore_threads):
+    """The weight gradients add up per-thread partial sums: the shares are the same on every
+    run, so the rounding is too."""
+    x, w = data["x"].astype(np.float32), data["w"].astype(np.float32)
+    gy = np.random.default_rng(9).standard_normal(x.shape).astype(np.float32)
+    K.set_num_threads(threads)
+    for algorithm in ("blocked", "im2col"):
+        runs = [K.conv2d_grad_weight(gy, x, w.shape, padding=1, algorithm=algorithm)
+                for _ in range(3)]
+        for result in runs[1:]:
+            np.testing.assert_array_equal(result, runs[0])
+        np.testing.assert_allclose(runs[0], R.conv2d_grad_weight(gy, x, w.shape, padding=1),
+                                   rtol=2e-4, atol=2e-3)
+
+
+def test_2x2_pooling_with_1_2_and_3_threads(data, restore_threads):
+    """The 2x2, stride-2 pooling paths (max_pool_2x2 and avg_pool_2x2 with their backward)."""
+    x = data["x_perm"]
+    results = [run_with_threads(n, K.max_pool2d, x, 2, return_indices=True) for n in THREAD_COUNTS]
+    y_ref, idx_ref = R.max_pool2d(x, 2, return_indices=True)
+    for y, idx in results:
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)
+    gy = np.random.default_rng(3).standard_normal(y_ref.shape)
+    check_threads(K.max_pool2d_grad_input, R.max_pool2d_grad_input, (gy, idx_ref, x.shape))
+    check_threads(K.avg_pool2d, R.avg_pool2d, (x, 2))
+    check_threads(K.avg_pool2d_grad_input, R.avg_pool2d_grad_input, (gy, x.shape, 2))
+
+
 def test_more_threads_than_work(restore_threads):
     # 1 plane, 8 threads: most threads get nothing to do
     x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
@@ -152,24 +220,20 @@ def test_more_threads_than_work(restore_threads):
 # How the kernels share their tasks (kernels/_threads.pxd)
 # ---------------------------------------------------------------------------------------
 
-def team_size(threads: int) -> int:
-    """The threads a parallel region of ``threads`` gets: 1 in the serial build."""
-    return threads if K.openmp_enabled() else 1
-
-
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 @pytest.mark.parametrize("tasks", [0, 1, 2, 5, 7, 64])
 def test_static_shares_are_contiguous_and_even(tasks, threads):
     from cyconv.kernels import _parallel
 
-    ran = _parallel.task_owners(tasks, threads, dynamic=False)
-    team = team_size(threads)
-    expected = np.zeros((threads, tasks), np.int8)
-    for t in range(team):              # thread t: tasks t*tasks//team .. (t+1)*tasks//team - 1
-        expected[t, t * tasks // team:(t + 1) * tasks // team] = 1
-    np.testing.assert_array_equal(ran, expected)
-    sizes = expected.sum(axis=1)[:team]
-    assert sizes.max() - sizes.min() <= 1
+    ran, team = _parallel.task_owners(tasks, threads, dynamic=False)
+    assert team == (threads if K.openmp_enabled() else 1) or 1 <= team < threads
+    assert ran.shape == (threads, tasks) and not ran[team:].any()
+    sizes = ran.sum(axis=1)[:team]
+    # tasks // team each, one more for the first tasks % team threads, in thread order
+    np.testing.assert_array_equal(sizes, [tasks // team + (t < tasks % team) for t in range(team)])
+    np.testing.assert_array_equal(ran.sum(axis=0), np.ones(tasks))
+    owner = ran.argmax(axis=0)         # the thread that ran each task: 0, 0, ..., 1, 1, ...
+    assert (np.diff(owner) >= 0).all()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
@@ -178,10 +242,10 @@ def test_dynamic_tasks_run_once_each(tasks, threads):
     from cyconv.kernels import _parallel
 
     for _ in range(20):                # the threads race for the tasks: try many times
-        ran = _parallel.task_owners(tasks, threads, dynamic=True)
-        assert ran.shape == (threads, tasks)
+        ran, team = _parallel.task_owners(tasks, threads, dynamic=True)
+        assert ran.shape == (threads, tasks) and 1 <= team <= threads
         np.testing.assert_array_equal(ran.sum(axis=0), np.ones(tasks))
-        assert not ran[team_size(threads):].any()
+        assert not ran[team:].any()
 
 
 def test_task_owners_refuses_bad_counts():
@@ -196,6 +260,41 @@ def test_task_owners_refuses_bad_counts():
 # ---------------------------------------------------------------------------------------
 # The thread-count API
 # ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("items, per_thread, threads, expected", [
+    (0, 10, 2, 1), (9, 10, 2, 1), (10, 10, 2, 1), (19, 10, 2, 1), (20, 10, 2, 2),
+    (10 ** 9, 10, 2, 2), (10 ** 9, 10, 1, 1), (35, 10, 8, 3), (5, 1, 3, 3)])
+def test_threads_for_gives_each_thread_enough_items(items, per_thread, threads, expected,
+                                                    restore_threads):
+    K.set_num_threads(threads)
+    assert threads_module.threads_for(items, per_thread) == expected
+
+
+def test_threads_for_refuses_a_zero_share():
+    with pytest.raises(ValueError, match="items_per_thread must be at least 1, got 0"):
+        threads_module.threads_for(100, 0)
+
+
+def test_small_loops_run_on_fewer_threads(monkeypatch, restore_threads):
+    """A ReLU on a few values runs on one thread; with the share per thread lowered, on all."""
+    from cyconv.kernels import elementwise
+
+    seen = []
+    real = elementwise._elementwise
+
+    class Recorder:                     # records the thread count the wrapper passes down
+        def __getattr__(self, name):
+            function = getattr(real, name)
+            return lambda *args: seen.append(args[-1]) or function(*args)
+
+    monkeypatch.setattr(elementwise, "_elementwise", Recorder())
+    K.set_num_threads(2)
+    x = np.linspace(-1, 1, 100)
+    monkeypatch.setattr(elementwise, "RELU_ITEMS_PER_THREAD", 2 ** 18)
+    np.testing.assert_array_equal(K.relu(x), np.maximum(x, 0))
+    monkeypatch.setattr(elementwise, "RELU_ITEMS_PER_THREAD", 10)
+    np.testing.assert_array_equal(K.relu(x), np.maximum(x, 0))
+    assert seen == [1, 2]
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])
 def test_get_num_threads_round_trips(n, restore_threads):

@@ -152,19 +152,3 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_y, const floating[:, :,
                         for j in range(col_lo[q], col_hi[q]):
                             total = total + gy_row[j] * x_row[j * stride_w + w0]
                 grad_weight[co, c, p, q] = total
-
-
-def conv2d_grad_bias(const floating[:, :, :, ::1] grad_y, floating[::1] grad_bias, int num_threads):
-    """grad_b[co] = sum over n, i, j of grad_y[n, co, i, j]. Parallel over channels."""
-    cdef Py_ssize_t N = grad_y.shape[0], C_out = grad_y.shape[1]
-    cdef Py_ssize_t H_out = grad_y.shape[2], W_out = grad_y.shape[3]
-    cdef Py_ssize_t n, co, i, j
-    cdef floating total
-
-    for co in prange(C_out, nogil=True, schedule="static", num_threads=num_threads):
-        total = 0
-        for n in range(N):
-            for i in range(H_out):
-                for j in range(W_out):
-                    total = total + grad_y[n, co, i, j]
-        grad_bias[co] = total

@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""ReLU and batch normalisation: simple loops over memory, run in parallel.
+"""ReLU, batch normalisation and sums over channels: simple loops over memory, run in parallel.
 
 These are cheap per element, so they are limited by memory traffic: one pass over the data
 where NumPy would make several (a mask, a product, a temporary), spread over the threads.
-The arguments were checked in Python (cyconv.kernels.elementwise); nothing is checked here.
+The arguments were checked in Python (cyconv.kernels.elementwise; cyconv.kernels.conv for
+channel_sums, a convolution's bias gradient); nothing is checked here.
 """
 
 from libc.math cimport sqrt
@@ -90,6 +91,22 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t S,
     for s in range(S4, S):
         t0 = t0 + a[s] * (b[s] - shift)
     return (t0 + t1) + (t2 + t3)
+
+
+def channel_sums(const floating[:, :, ::1] x, floating[::1] sums, int num_threads):
+    """sums[c] = sum over n, s of x[n, c, s], added up in double (row_sum); one channel per
+    task. With x the output gradient viewed as (N, C_out, H_out*W_out), it is the gradient
+    of a convolution's bias."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c, n
+    cdef double total
+    cdef Team team = new_team()
+    with nogil, parallel(num_threads=num_threads):
+        for c in range(share_start(C), share_stop(C)):
+            total = 0
+            for n in range(N):
+                total = total + row_sum(&x[n, c, 0], S, 0)
+            sums[c] = <floating> total
+        join_threads(&team)
 
 
 def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,

@@ -134,7 +134,7 @@ cdef void columns_to_image(const floating* cols, Py_ssize_t ld, floating[:, :, :
 
     cols: a ((c1-c0)*kH*kW, H_out*W_out) matrix whose rows are ``ld`` entries apart.
     """
-    cdef Py_ssize_t c, p, q, i, j, j_lo, j_hi, w0
+    cdef Py_ssize_t c, p, q, i, j, j_lo, j_hi, w0, at
     cdef Py_ssize_t stride_w = cv.stride_w   # a local: the stores below might alias *cv
     cdef const floating* col
     cdef floating* gx_row
@@ -146,17 +146,15 @@ cdef void columns_to_image(const floating* cols, Py_ssize_t ld, floating[:, :, :
                 j_hi = cv.col_hi[q]
                 for i in range(cv.row_lo[p], cv.row_hi[p]):
                     col = cols + (((c - c0) * cv.kH + p) * cv.kW + q) * ld + i * cv.W_out
-                    # the cells under output columns j_lo .. j_hi-1, stride_w apart
-                    gx_row = (&grad_x[n, c, i * cv.stride_h - cv.pad_top + p * cv.dilation_h, 0]
-                              + j_lo * stride_w + w0)
-                    col = col + j_lo
+                    gx_row = &grad_x[n, c, i * cv.stride_h - cv.pad_top + p * cv.dilation_h, 0]
                     if stride_w == 1:  # contiguous, so the compiler vectorises it
-                        for j in range(j_hi - j_lo):
-                            gx_row[j] += col[j]
-                    else:
-                        for j in range(j_hi - j_lo):
-                            gx_row[0] += col[j]
-                            gx_row += stride_w
+                        for j in range(j_lo, j_hi):
+                            gx_row[j + w0] += col[j]
+                    else:              # at: the cell under output column j, stride_w apart
+                        at = j_lo * stride_w + w0
+                        for j in range(j_lo, j_hi):
+                            gx_row[at] += col[j]
+                            at = at + stride_w
 
 
 cdef Conv make_conv(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C_out, Py_ssize_t H_out,

@@ -22,10 +22,12 @@ cdef extern from *:
     #else
     #define CYCONV_OPENMP 0
     static int omp_get_num_procs(void) { return 1; }
+    static int omp_get_num_threads(void) { return 1; }
     #endif
     """
     int CYCONV_OPENMP
     int omp_get_num_procs() nogil
+    int openmp_team_size "omp_get_num_threads"() noexcept nogil
 
 
 def openmp_enabled():
@@ -100,16 +102,20 @@ def multiply_adds(long steps, int threads, float a=1.0, float b=0.5):
 
 def task_owners(Py_ssize_t tasks, int threads, bint dynamic):
     """Run ``tasks`` empty tasks on ``threads`` threads the way the kernels do (take_task if
-    ``dynamic``, else share_start/share_stop; then join_threads). Returns an int8 matrix
-    (threads, tasks) with a 1 where that thread ran that task: a column summing to anything
-    but 1 would be a task lost or run twice."""
+    ``dynamic``, else share_start/share_stop; then join_threads). Returns (ran, team): ran
+    an int8 matrix (threads, tasks) with a 1 where that thread ran that task (a column
+    summing to anything but 1 would be a task lost or run twice), team the threads the
+    region really had (OpenMP may give fewer than asked for; 1 in the serial build)."""
     if tasks < 0 or threads < 1:
         raise ValueError(f"tasks must be >= 0 and threads >= 1, got {tasks} and {threads}")
     ran = np.zeros((threads, tasks), np.int8)
     cdef signed char[:, ::1] ran_view = ran
     cdef Py_ssize_t task
+    cdef int[::1] team_size = np.zeros(1, np.intc)
     cdef Team team = new_team()
     with nogil, parallel(num_threads=threads):
+        if threadid() == 0:
+            team_size[0] = openmp_team_size()
         if dynamic:
             while True:
                 task = take_task(&team)
@@ -120,4 +126,4 @@ def task_owners(Py_ssize_t tasks, int threads, bint dynamic):
             for task in range(share_start(tasks), share_stop(tasks)):
                 ran_view[threadid(), task] += 1
         join_threads(&team)
-    return ran
+    return ran, int(team_size[0])

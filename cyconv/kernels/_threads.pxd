@@ -42,7 +42,8 @@
 # Variables a parallel block assigns are private to each thread. Cython declares them
 # firstprivate, which copies each one, still unset, into every thread; GCC then warns
 # that they are used uninitialised, although every thread sets them before reading them.
-# Those warnings are turned off in the modules that cimport this file.
+# Those two warnings are turned off in the modules that cimport this file (in the whole
+# module: a pragma cannot be scoped to a Cython block).
 #
 # Without OpenMP (the serial build) there is one thread, and it gets every task.
 
@@ -81,18 +82,25 @@ cdef extern from *:
     /* The next task nobody has taken yet (0, 1, 2, ...). */
     static inline Py_ssize_t cyconv_take_task(cyconv_team *team) {
         Py_ssize_t task;
+    #ifdef _OPENMP
         #pragma omp atomic capture
+    #endif
         task = team->handed_out++;
         return task;
     }
 
-    /* This thread's share of tasks 0 .. tasks-1, [share_start, share_stop): contiguous,
-       even (the shares differ by one task at most), the same on every run. */
+    /* Thread t's share of tasks 0 .. tasks-1 is [share_start, share_stop): contiguous,
+       the same on every run, q = tasks / threads tasks each and one more for the first
+       tasks % threads threads (thread 0, which starts first, is among them). */
+    static inline Py_ssize_t cyconv_share_begin(Py_ssize_t tasks, Py_ssize_t t) {
+        Py_ssize_t threads = CYCONV_TEAM_SIZE(), r = tasks % threads;
+        return t * (tasks / threads) + (t < r ? t : r);
+    }
     static inline Py_ssize_t cyconv_share_start(Py_ssize_t tasks) {
-        return tasks * CYCONV_THREAD() / CYCONV_TEAM_SIZE();
+        return cyconv_share_begin(tasks, CYCONV_THREAD());
     }
     static inline Py_ssize_t cyconv_share_stop(Py_ssize_t tasks) {
-        return tasks * (CYCONV_THREAD() + 1) / CYCONV_TEAM_SIZE();
+        return cyconv_share_begin(tasks, CYCONV_THREAD() + 1);
     }
 
     /* The other threads count themselves done; thread 0 waits until all have, yielding

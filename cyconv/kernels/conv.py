@@ -34,8 +34,8 @@ import threading
 import numpy as np
 
 from .. import geometry as geo
-from . import _conv_blocked, _conv_direct, _conv_winograd, _im2col
-from .threads import get_num_threads
+from . import _conv_blocked, _conv_direct, _conv_winograd, _elementwise, _im2col
+from .threads import get_num_threads, threads_for
 
 __all__ = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
            "choose_algorithm", "ALGORITHMS"]
@@ -767,9 +767,17 @@ def conv2d_grad_weight(grad_output, input, weight_shape, stride=1, padding=0, di
     return _im2col_grad_weight(grad_y, x, g, threads)
 
 
+#: Values of the output gradient per thread below which the bias gradient, a sum over
+#: channels, runs on fewer threads (threads_for). Measured on the project's 2-core machine,
+#: 1 thread against 2: (64, 6, 24, 24), 2**17.8 values, 47 us against 74 us; (8, 64, 56, 56),
+#: 2**20.6 values, 336 us against 215 us.
+BIAS_GRAD_ITEMS_PER_THREAD = 2 ** 18
+
+
 def conv2d_grad_bias(grad_output) -> np.ndarray:
     """Gradient w.r.t. the bias: grad_output (N, C_out, H_out, W_out) summed to (C_out,)."""
     grad_y = geo.as_float_array(grad_output, "grad_output", ndim=4)
     grad_b = np.empty(grad_y.shape[1], grad_y.dtype)
-    _conv_direct.conv2d_grad_bias(grad_y, grad_b, get_num_threads())
+    _elementwise.channel_sums(grad_y.reshape(grad_y.shape[0], grad_y.shape[1], -1), grad_b,
+                              threads_for(grad_y.size, BIAS_GRAD_ITEMS_PER_THREAD))
     return grad_b

@@ -10,7 +10,14 @@ import numpy as np
 
 from .. import geometry as geo
 from . import _elementwise
-from .threads import get_num_threads
+from .threads import threads_for
+
+#: Values per thread below which the loops run on fewer threads (threads_for). Measured
+#: on the project's 2-core machine, 1 thread against 2, interleaved: ReLU and its gradient
+#: on 2**18 values 68 us against 100 us, on 2**19 level, on 2**20 290 us against 192 us;
+#: batch norm's forward pass on 2**15 values 26 us against 40 us, on 2**17 83 against 65.
+RELU_ITEMS_PER_THREAD = 2 ** 18
+BATCH_NORM_ITEMS_PER_THREAD = 2 ** 16
 
 __all__ = ["relu", "relu_grad_input", "batch_norm_forward", "batch_norm_backward"]
 
@@ -23,7 +30,8 @@ def relu(input) -> np.ndarray:
     """max(x, 0) elementwise; any shape."""
     x = _float_array(input, "input")
     y = np.empty_like(x)
-    _elementwise.relu_forward(x.reshape(-1), y.reshape(-1), get_num_threads())
+    _elementwise.relu_forward(x.reshape(-1), y.reshape(-1),
+                              threads_for(x.size, RELU_ITEMS_PER_THREAD))
     return y
 
 
@@ -35,7 +43,8 @@ def relu_grad_input(grad_output, output) -> np.ndarray:
         raise ValueError(f"grad_output must have the output's shape {y.shape}, got {g.shape}")
     geo.check_same_dtype("output", y, grad_output=g)
     grad_x = np.empty_like(g)
-    _elementwise.relu_backward(g.reshape(-1), y.reshape(-1), grad_x.reshape(-1), get_num_threads())
+    _elementwise.relu_backward(g.reshape(-1), y.reshape(-1), grad_x.reshape(-1),
+                               threads_for(g.size, RELU_ITEMS_PER_THREAD))
     return grad_x
 
 
@@ -77,7 +86,8 @@ def batch_norm_forward(input, weight=None, bias=None, eps: float = 1e-5):
     y = np.empty_like(x)
     mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
     _elementwise.batch_norm_forward(x3, w, b, y.reshape(x3.shape), mean, var, float(eps),
-                                    weight is not None, get_num_threads())
+                                    weight is not None,
+                                    threads_for(x.size, BATCH_NORM_ITEMS_PER_THREAD))
     return y, mean, var
 
 
@@ -105,5 +115,5 @@ def batch_norm_backward(grad_output, input, weight, mean, var, eps: float = 1e-5
     _elementwise.batch_norm_backward(g.reshape(x3.shape), x3, w, mean, var, float(eps),
                                      grad_x.reshape(x3.shape) if needs_grad_input else grad_x,
                                      grad_w, grad_b, weight is not None, bool(needs_grad_input),
-                                     get_num_threads())
+                                     threads_for(x.size, BATCH_NORM_ITEMS_PER_THREAD))
     return (grad_x if needs_grad_input else None), grad_w, grad_b
