@@ -29,9 +29,11 @@ import sys
 import sysconfig
 import time
 
-#: the compiled modules a build supplies, and the wrapper modules that hold them
-KERNEL_MODULES = {"_conv_blocked": "conv", "_conv_winograd": "conv", "_im2col": "conv",
-                  "_conv_direct": "conv", "_pool": "pool", "_elementwise": "elementwise"}
+#: the compiled modules a build supplies, and the wrapper modules (of cyconv.kernels) that
+#: call them
+KERNEL_MODULES = {"_conv_blocked": ("conv",), "_conv_winograd": ("conv",), "_im2col": ("conv",),
+                  "_conv_direct": ("conv",), "_pool": ("pool",),
+                  "_elementwise": ("elementwise", "conv")}
 
 
 def load_build(folder: str) -> dict:
@@ -55,8 +57,9 @@ def use_build(modules: dict) -> None:
     """Make the Python wrappers call this build's kernels."""
     from cyconv import kernels
 
-    for name, wrapper in KERNEL_MODULES.items():
-        setattr(getattr(kernels, wrapper), name, modules[name])
+    for name, wrappers in KERNEL_MODULES.items():
+        for wrapper in wrappers:
+            setattr(getattr(kernels, wrapper), name, modules[name])
 
 
 def compare(a: dict, b: dict, names, rounds: int, min_time: float = 0.03, progress=print):

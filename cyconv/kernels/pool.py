@@ -7,6 +7,8 @@ Same signatures as ``cyconv.reference``. Arguments are checked here, once, by
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import geometry as geo
@@ -24,7 +26,7 @@ POOL_ITEMS_PER_THREAD = 2 ** 16
 
 def _threads(output_shape, kernel=(1, 1)) -> int:
     """Threads for a pooling pass that reads ``kernel`` cells for each output value."""
-    return threads_for(int(np.prod(output_shape)) * kernel[0] * kernel[1], POOL_ITEMS_PER_THREAD)
+    return threads_for(math.prod(output_shape) * kernel[0] * kernel[1], POOL_ITEMS_PER_THREAD)
 
 __all__ = ["max_pool2d", "max_pool2d_grad_input", "avg_pool2d", "avg_pool2d_grad_input",
            "adaptive_avg_pool2d", "adaptive_avg_pool2d_grad_input"]
