@@ -13,9 +13,12 @@ time and the median of the paired ratios (A's time / B's time from the same roun
     python bench/ab_builds.py /tmp/old_kernels cyconv/kernels --rounds 15 --threads 2
     python bench/ab_builds.py /tmp/old_kernels cyconv/kernels grouped4 train_lenet5
 
-Both builds run the same Python code (the installed, or importable, cyconv), so only the
-kernels differ. Import order matters here as in bench/compare.py: cyconv is imported first,
-so that its thread settings (OMP_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT) reach the libraries.
+Both builds run the same Python code, whichever cyconv ``import cyconv`` finds: the
+installed package, or the repository's with ``PYTHONPATH=.`` and the kernels built in
+place. So only the kernels differ, and both builds must have the functions that Python
+code calls: a change to the wrappers, or to a kernel's name or arguments, cannot be timed
+this way. Import order matters here as in bench/compare.py: cyconv is imported first, so
+that its thread settings (OMP_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT) reach the libraries.
 """
 
 from __future__ import annotations
