@@ -163,15 +163,20 @@ def test_winograd_with_1_2_and_3_threads(dtype, restore_threads):
 
 
 def test_forward_over_channels_with_1_2_and_3_threads(restore_threads):
-    """The blocked forward pass in tiles over output channels (28 and 14 positions)."""
+    """The blocked forward kernel in tiles over output channels, with each of its tiles,
+    called directly: "auto" runs it only with AVX-512's vectors of 16."""
     from cyconv.kernels import conv
 
+    def forward(x, w, tile):
+        y = np.empty((x.shape[0], w.shape[0]) + x.shape[2:], x.dtype)
+        return conv._blocked_conv_by_channels(x, w, None, y, 1, 1, (1, 1), (1, 1), 2,
+                                              K.get_num_threads(), tile)
+
     rng = np.random.default_rng(8)
-    for out_g, width in ((16, 28), (32, 14)):
-        assert conv.forward_channel_tile(out_g, width, np.float32) is not None   # the path
-        x = rng.standard_normal((3, 2 * out_g, 5, width)).astype(np.float32)
-        w = rng.standard_normal((2 * out_g, out_g, 3, 3)).astype(np.float32)
-        check_threads(K.conv2d, R.conv2d, (x, w), dict(padding=1, groups=2, algorithm="blocked"),
+    x = rng.standard_normal((3, 32, 5, 28)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    for tile in conv.CHANNEL_TILES:
+        check_threads(forward, R.conv2d, (x, w, tile), ref_args=(x, w, None, 1, 1, 1, 2),
                       tol=2e-4)
 
 

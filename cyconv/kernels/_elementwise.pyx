@@ -93,19 +93,24 @@ cdef inline double row_dot(const floating* a, const floating* b, Py_ssize_t S,
     return (t0 + t1) + (t2 + t3)
 
 
+cdef inline double channel_sum(const floating[:, :, ::1] x, Py_ssize_t c) noexcept nogil:
+    """sum over n, s of x[n, c, s], in double."""
+    cdef double total = 0
+    cdef Py_ssize_t n
+    for n in range(x.shape[0]):
+        total = total + row_sum(&x[n, c, 0], x.shape[2], 0)
+    return total
+
+
 def channel_sums(const floating[:, :, ::1] x, floating[::1] sums, int num_threads):
     """sums[c] = sum over n, s of x[n, c, s], added up in double (row_sum); one channel per
     task. With x the output gradient viewed as (N, C_out, H_out*W_out), it is the gradient
     of a convolution's bias."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c, n
-    cdef double total
+    cdef Py_ssize_t C = x.shape[1], c
     cdef Team team = new_team()
     with nogil, parallel(num_threads=num_threads):
         for c in range(share_start(C), share_stop(C)):
-            total = 0
-            for n in range(N):
-                total = total + row_sum(&x[n, c, 0], S, 0)
-            sums[c] = <floating> total
+            sums[c] = <floating> channel_sum(x, c)
         join_threads(&team)
 
 
@@ -122,15 +127,12 @@ def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] weight,
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
     cdef Py_ssize_t c, n, s
-    cdef double m = N * S, total, squares, mu, scale, shift
+    cdef double m = N * S, squares, mu, scale, shift
 
     cdef Team team = new_team()
     with nogil, parallel(num_threads=num_threads):
         for c in range(share_start(C), share_stop(C)):
-            total = 0
-            for n in range(N):
-                total = total + row_sum(&x[n, c, 0], S, 0)
-            mu = total / m
+            mu = channel_sum(x, c) / m
             squares = 0
             for n in range(N):
                 squares = squares + row_sum_squares(&x[n, c, 0], S, mu)
