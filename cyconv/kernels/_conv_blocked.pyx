@@ -1214,6 +1214,9 @@ def conv2d_forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
 cdef enum:
     DEPTHWISE_GRAD_TAPS = 9    # taps summed at once by depthwise_grad_tile (a 3x3 kernel's)
 
+#: Taps the depthwise weight gradient sums at once, for the size of its lanes in conv.py.
+DEPTHWISE_GRAD_TAP_COUNT = DEPTHWISE_GRAD_TAPS
+
 
 cdef inline void copy_values(floating* dst, const floating* src, Py_ssize_t count) noexcept nogil:
     """dst[j] = src[j] for j < count, in vectors: the last one ends at count and may overlap

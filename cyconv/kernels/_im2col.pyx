@@ -196,6 +196,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w_matr
     cdef Py_ssize_t[::1] ranges = np.empty(2 * (kH + kW), np.intp)
     cdef Conv cv = make_conv(C, x.shape[2], x.shape[3], C_out, H_out, W_out, kH, kW, groups,
                              stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, ranges)
+    cdef Py_ssize_t blocks = block_count(N, images, band, H_out)
     cdef Py_ssize_t task, t, m, g, co, l, width, rows
     cdef Block b
     cdef floating* cols
@@ -205,7 +206,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] w_matr
     with nogil, parallel(num_threads=num_threads):
         while True:
             task = take_task(&team)
-            if task >= block_count(N, images, band, H_out):
+            if task >= blocks:
                 break
             b = block_of(task, N, images, band, H_out)
             t = threadid()
@@ -313,6 +314,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
     cdef Py_ssize_t[::1] ranges = np.empty(2 * (kH + kW), np.intp)
     cdef Conv cv = make_conv(C, x.shape[2], x.shape[3], C_out, H_out, W_out, kH, kW, groups,
                              stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, ranges)
+    cdef Py_ssize_t blocks = block_count(N, images, band, H_out)
     cdef Py_ssize_t task, t, m, g, width, rows, ldb
     cdef Block b
     cdef floating* cols
@@ -322,7 +324,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
     # the rounding of the gradient) are the same from run to run
     cdef Team team = new_team()
     with nogil, parallel(num_threads=num_threads):
-        for task in range(share_start(block_count(N, images, band, H_out)), share_stop(block_count(N, images, band, H_out))):
+        for task in range(share_start(blocks), share_stop(blocks)):
             b = block_of(task, N, images, band, H_out)
             t = threadid()
             rows = (b.i1 - b.i0) * W_out

@@ -565,7 +565,8 @@ def _depthwise_grad_weight(grad_y, x, g: geo.ConvGeometry, threads):
                         _conv_blocked.depthwise_padded_size(g.out_h, g.out_w, kh, kw,
                                                             *g.dilation), x.dtype)
     gy_rows = _workspace("gy_padded", threads, g.out_h * -(-g.out_w // TILE) * TILE, x.dtype)
-    lanes = _workspace("tap_lanes", threads, 9 * TILE, x.dtype)      # 9 taps at a time
+    lanes = _workspace("tap_lanes", threads, _conv_blocked.DEPTHWISE_GRAD_TAP_COUNT * TILE,
+                       x.dtype)
     grad_w = np.empty((c, kh * kw), x.dtype)
     _conv_blocked.conv2d_grad_weight_depthwise(x, grad_y, grad_w, padded, gy_rows, lanes, kh, kw,
                                                g.padding[0], g.padding[2], *g.dilation, threads)

@@ -16,6 +16,9 @@ from . import _pool
 from .conv import _workspace  # per-thread rows on cache lines of their own
 from .threads import threads_for
 
+__all__ = ["max_pool2d", "max_pool2d_grad_input", "avg_pool2d", "avg_pool2d_grad_input",
+           "adaptive_avg_pool2d", "adaptive_avg_pool2d_grad_input"]
+
 #: Window cells (output values x kernel area) per thread below which pooling runs on fewer
 #: threads (threads_for). Measured on the project's 2-core machine, 1 thread against 2:
 #: 2x2 max pooling of (64, 16, 8, 8), 2**16 cells, 60 us against 78 us forward and 40
@@ -27,9 +30,6 @@ POOL_ITEMS_PER_THREAD = 2 ** 16
 def _threads(output_shape, kernel=(1, 1)) -> int:
     """Threads for a pooling pass that reads ``kernel`` cells for each output value."""
     return threads_for(math.prod(output_shape) * kernel[0] * kernel[1], POOL_ITEMS_PER_THREAD)
-
-__all__ = ["max_pool2d", "max_pool2d_grad_input", "avg_pool2d", "avg_pool2d_grad_input",
-           "adaptive_avg_pool2d", "adaptive_avg_pool2d_grad_input"]
 
 
 def _planes(array: np.ndarray) -> np.ndarray:
